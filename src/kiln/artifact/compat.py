@@ -1,0 +1,66 @@
+"""Can this machine run an artifact natively? (arch, OS and x86 CPU features)"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from kiln.errors import KilnError
+
+_HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
+              "armv7l": "armv7", "riscv64": "riscv64"}
+
+#: x86 LLVM cpu names -> /proc/cpuinfo flags the generated code may use.
+_X86_FLAGS = {
+    "x86-64-v2": {"sse4_2", "popcnt"}, "x86-64-v3": {"avx2", "fma", "bmi2"},
+    "x86-64-v4": {"avx512f", "avx512bw", "avx512dq", "avx512vl"},
+    "ivybridge": {"avx"}, "haswell": {"avx2", "fma"}, "broadwell": {"avx2", "fma"},
+    "core-avx2": {"avx2", "fma"}, "skylake": {"avx2", "fma"},
+    "skylake-avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"},
+    "cascadelake": {"avx512f", "avx512bw", "avx512dq", "avx512vl"},
+    "icelake-server": {"avx512f", "avx512bw", "avx512vl", "avx512vnni"},
+    "sapphirerapids": {"avx512f", "avx512bw", "amx_tile"},
+    "znver2": {"avx2", "fma"}, "znver3": {"avx2", "fma"}, "znver4": {"avx512f", "avx512bw"},
+    "goldmont": {"sse4_2"},
+}
+
+
+def host_arch() -> str:
+    return _HOST_ARCH.get(platform.machine().lower(), platform.machine().lower())
+
+
+def _host_cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def native_problem(spec: dict) -> str | None:
+    """Why this host cannot run an artifact for ``spec`` natively, or None if it can."""
+    if spec.get("os") != "linux" or platform.system() != "Linux":
+        return f"built for {spec.get('os')}, this host runs {platform.system()}"
+    if spec.get("arch") != host_arch():
+        return f"built for {spec.get('arch')}, this host is {host_arch()}"
+    if spec.get("arch") == "x86_64":
+        missing = _X86_FLAGS.get(spec.get("mcpu") or "", set()) - _host_cpu_flags()
+        if missing:
+            return f"built for {spec.get('mcpu')}, this CPU lacks {', '.join(sorted(missing))}"
+    return None
+
+
+def check_native(spec: dict, *, device: str = "cpu", accelerator: str | None = None) -> None:
+    """Raise ``target_mismatch`` unless this host can run the artifact on ``device``."""
+    problem = native_problem(spec)
+    if problem is None and device == "gpu" and accelerator != "nvidia":
+        problem = "the artifact has no GPU code"
+    if problem is None and device == "cpu" and accelerator == "nvidia":
+        problem = "the artifact needs an NVIDIA GPU"
+    if problem:
+        raise KilnError("target_mismatch", f"cannot load here: {problem}",
+                        hint="run it on the device it was built for, or use `kiln run`, which "
+                             "emulates other arches with qemu-user")

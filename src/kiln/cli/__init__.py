@@ -1,0 +1,1 @@
+"""The ``kiln`` command: argv -> options -> driver, with no logic of its own."""

@@ -1,0 +1,60 @@
+"""``kiln inspect``: the manifest, file sizes and the runtime footprint of an artifact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from kiln.artifact import read_manifest
+from kiln.cli.run import open_artifact
+
+
+def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None:
+    tmp = tempfile.mkdtemp(prefix="kiln-inspect-")
+    try:
+        manifest = read_manifest(open_artifact(artifact, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    data = manifest.to_dict()
+    runtime_files = {manifest.runtime["library"], manifest.runtime["runner"],
+                     *manifest.runtime.get("tvm_libraries", [])}
+    footprint = sum(f["size"] for n, f in manifest.files.items() if n in runtime_files)
+    data["footprint"] = {"runtime_bytes": footprint,
+                         "model_bytes": manifest.files.get("model.so", {}).get("size", 0),
+                         "artifact_bytes": artifact.stat().st_size if artifact.is_file() else None}
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return
+    spec = manifest.target["spec"]
+    ver = manifest.verification
+    console.print(f"[bold]{artifact}[/]  (schema {manifest.schema_version}, kiln "
+                  f"{manifest.kiln_version}, tvm {manifest.tvm_version})", highlight=False)
+    console.print(f"target   {manifest.target['name']}: {spec['description']} "
+                  f"[{spec['arch']}, {spec.get('mcpu')}]  {manifest.target['fingerprint'][:23]}…",
+                  highlight=False)
+    console.print(f"model    {manifest.framework} {manifest.source['file']}, built "
+                  f"{manifest.created_at}, needs glibc >= {manifest.runtime['min_glibc']}",
+                  highlight=False)
+    status = (f"verified ({ver['mode']}) against {ver['reference']}" if ver.get("verified")
+              else f"NOT verified: {ver.get('reason')}")
+    console.print(f"accuracy {status}", highlight=False)
+    io = Table("", "name", "shape", "dtype", "max abs err", "cosine")
+    errs = {r["name"]: r for r in ver.get("outputs", [])}
+    for kind, tensors in (("in", manifest.signature.inputs), ("out", manifest.signature.outputs)):
+        for t in tensors:
+            r = errs.get(t.name, {}) if kind == "out" else {}
+            io.add_row(kind, t.name, str(list(t.shape)), t.dtype,
+                       f"{r['max_abs_error']:.3g}" if "max_abs_error" in r else "",
+                       f"{r['cosine']:.6f}" if "cosine" in r else "")
+    console.print(io)
+    files = Table("file", "bytes", "sha256")
+    for name, f in sorted(manifest.files.items()):
+        files.add_row(name, f"{f['size']:,}", f["sha256"][:16])
+    console.print(files)
+    console.print(f"runtime footprint {footprint:,} bytes (runtime libraries + C API + runner); "
+                  f"model library {data['footprint']['model_bytes']:,} bytes", highlight=False)

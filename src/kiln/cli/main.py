@@ -1,0 +1,144 @@
+"""``kiln compile | run | inspect | targets``. Every KilnError becomes one line and its exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from kiln.errors import ERROR_CODES, KilnError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compile a model for a named device, prove it runs there, run it.")
+out = Console()
+err = Console(stderr=True)
+
+
+@app.command("compile")
+def compile_cmd(
+    model: Annotated[Path, typer.Argument(help="the model file (.onnx)")],
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="a device name from "
+                                                  "`kiln targets`, e.g. rasp4b")] = None,
+    platform: Annotated[Optional[str], typer.Option(help="Neo TargetPlatform OS/ARCH[/ACCEL], "
+                                                    "e.g. LINUX/ARM64")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="Neo DataInputConfig JSON, "
+                                                       'e.g. \'{"x": [1,3,224,224]}\'')] = None,
+    compiler_options: Annotated[Optional[str], typer.Option(help="Neo CompilerOptions JSON, "
+                                                            'e.g. \'{"mcpu": "cortex-a72"}\'')] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="artifact path "
+                                                   "(.tar.gz)")] = None,
+    sample_inputs: Annotated[Optional[Path], typer.Option(help=".npz of inputs for the "
+                                                          "accuracy gate")] = None,
+    atol: Annotated[Optional[float], typer.Option(help="accuracy gate: max abs error")] = None,
+    rtol: Annotated[Optional[float], typer.Option(help="accuracy gate: max rel error")] = None,
+    opt_level: Annotated[int, typer.Option(help="0: no fusion, 1+: fused pipeline")] = 1,
+    verify: Annotated[bool, typer.Option(help="run the accuracy gate")] = True,
+) -> None:
+    """Compile MODEL into a self-describing artifact for one target, and verify it."""
+    from kiln.cli.progress import steps
+    from kiln.compiler import compile_model
+    from kiln.options import CompileOptions, Tolerance, parse_input_shapes
+
+    options = CompileOptions(input_shapes=parse_input_shapes(input_shape), opt_level=opt_level,
+                             verify=verify, tolerance=Tolerance(atol=atol, rtol=rtol))
+    with steps(err) as progress:
+        result = compile_model(model, target=target, platform=platform,
+                               compiler_options=compiler_options, output=output,
+                               options=options, sample_inputs=sample_inputs, progress=progress)
+    report = result.manifest.verification
+    if report.get("verified"):
+        worst = max((r["max_abs_error"] for r in report["outputs"]), default=0.0)
+        err.print(f"verified ({report['mode']}) against {report['reference']}: "
+                  f"max abs error {worst:.3g}")
+    else:
+        err.print(f"[bold yellow]NOT VERIFIED[/]: {report.get('reason')}")
+    out.print(str(result.artifact), highlight=False)
+
+
+@app.command("run")
+def run_cmd(
+    artifact: Annotated[Path, typer.Argument(help="artifact .tar.gz or folder")],
+    input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=FILE.npy, repeatable")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="where to write OUT.npz")],
+    repeat: Annotated[int, typer.Option(help="run this many times, print the median")] = 1,
+) -> None:
+    """Run ARTIFACT natively, or under qemu-user when it was built for another arch."""
+    from kiln.cli.run import run_artifact
+
+    mode, run_ms, names = run_artifact(artifact, input, output, repeat=repeat)
+    timing = f", median {run_ms:.3f} ms" if run_ms is not None else ""
+    err.print(f"ran {mode}{timing}; wrote {', '.join(names)} to {output}", highlight=False)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    artifact: Annotated[Path, typer.Argument(help="artifact .tar.gz or folder")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+) -> None:
+    """Show an artifact's manifest, file sizes and runtime footprint."""
+    from kiln.cli.inspect import inspect_artifact
+
+    inspect_artifact(artifact, as_json=as_json, console=out)
+
+
+@app.command("targets")
+def targets_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List every target device with its status (verified / codegen / unsupported) and why."""
+    from kiln.targets import list_targets
+
+    rows = list_targets()
+    if as_json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("name", "arch", "cpu", "accelerator", "status", "reason", show_lines=False)
+    colour = {"verified": "green", "codegen": "yellow", "unsupported": "red"}
+    for r in rows:
+        table.add_row(r.name, r.arch, r.mcpu or "", r.accelerator or "",
+                      f"[{colour.get(r.status, 'white')}]{r.status}[/]", r.reason)
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning errors into one line and an exit status."""
+    debug = bool(os.environ.get("KILN_DEBUG"))
+    try:
+        app(args=argv, standalone_mode=False)
+    except KilnError as exc:
+        err.print(exc.one_line(), highlight=False, markup=False, soft_wrap=True)
+        if debug and exc.details:
+            err.print(exc.details, highlight=False, markup=False)
+        return exc.exit_status
+    except Exception as exc:  # click usage errors and anything unexpected
+        return _other_error(exc, debug)
+    return 0
+
+
+def _other_error(exc: BaseException, debug: bool) -> int:
+    import click
+
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code
+    if isinstance(exc, click.exceptions.Abort):
+        err.print("aborted")
+        return 130
+    if isinstance(exc, click.ClickException):
+        err.print(f"error[usage]: {exc.format_message()}", highlight=False, markup=False)
+        return 2
+    if debug:
+        raise exc
+    err.print(f"error[internal_error]: {type(exc).__name__}: {exc} (hint: rerun with KILN_DEBUG=1 "
+              "and report it)", highlight=False, markup=False, soft_wrap=True)
+    return ERROR_CODES["internal_error"].exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Build a Relax module for a CPU target with TVM and link it with zig.
+
+Every call into TVM's build API lives here, so a TVM upgrade touches one module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.codegen.runtime_bundle import tvm_runtime_libs
+from kiln.codegen.toolchain import ZigSharedLinker
+from kiln.errors import KilnError
+from kiln.importers.base import ImportedModel
+from kiln.options import CompileOptions
+from kiln.targets import TargetSpec
+
+#: Arches whose artifacts run on TVM's packaged runtime today.
+TVM_RUNTIME_ARCHES = ("x86_64", "aarch64")
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    library: Path          # model.so
+    tvm_target: dict       # the TVM target dict used
+    pipeline: str          # name of the Relax pipeline
+
+
+def check_buildable(spec: TargetSpec) -> None:
+    """Refuse targets this release cannot build, with the reason from the catalog."""
+    if spec.status == "unsupported" or spec.arch not in TVM_RUNTIME_ARCHES or spec.os != "linux" \
+            or spec.accelerator == "nvidia":
+        raise KilnError("target_not_yet_supported",
+                        f"target {spec.name!r} ({spec.arch}, {spec.os}"
+                        f"{', ' + spec.accelerator if spec.accelerator else ''}) cannot be built "
+                        f"yet: {spec.reason}",
+                        hint="`kiln targets` lists the verified targets; Linux x86_64 and "
+                             "aarch64 CPUs work today")
+
+
+def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOptions,
+                  out_dir: Path) -> CompiledModel:
+    """Compile ``imported`` for ``spec`` into ``out_dir/model.so``."""
+    check_buildable(spec)
+    import tvm
+    from tvm import relax
+
+    target_dict = spec.tvm_target()
+    try:
+        target = tvm.target.Target(target_dict)
+    except Exception as exc:
+        raise KilnError("invalid_compiler_options", f"TVM rejects the target {target_dict}: "
+                        f"{str(exc).strip().splitlines()[-1]}",
+                        hint="check mcpu/mattr in --compiler-options") from None
+    # A pipeline *name* lets tvm.compile pick the target's backend pipeline; passing a Pass
+    # object silently skips target-specific scheduling (spike-cross.md §3.6).
+    pipeline = "default" if options.opt_level == 0 else relax.get_default_pipeline(target)
+    pipeline_name = "default" if options.opt_level == 0 else "fused"
+    try:
+        with target:
+            executable = tvm.compile(imported.mod, target, relax_pipeline=pipeline)
+    except Exception as exc:
+        raise KilnError("compile_failed", f"TVM failed to compile the model for {spec.name}: "
+                        f"{_last_line(exc)}", hint="run with KILN_DEBUG=1 for the full trace",
+                        details=str(exc)) from None
+    library = out_dir / "model.so"
+    linker = ZigSharedLinker(spec.arch, spec.triple, tvm_runtime_libs(spec.arch))
+    try:
+        executable.export_library(str(library), fcompile=linker)
+    except KilnError:
+        raise
+    except Exception as exc:
+        raise KilnError("toolchain_failed", f"exporting the model library failed: "
+                        f"{_last_line(exc)}", hint="run with KILN_DEBUG=1") from None
+    return CompiledModel(library=library, tvm_target=target_dict, pipeline=pipeline_name)
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:500]

@@ -1,0 +1,110 @@
+"""The compile driver: importers -> codegen -> artifact -> verify, top to bottom."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.artifact import MANIFEST_NAME, Manifest, pack
+from kiln.artifact.digests import digest_tree, glibc_needed, sha256_file
+from kiln.errors import KilnError
+from kiln.options import CompileOptions
+from kiln.targets import TargetSpec, resolve_target
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    artifact: Path
+    manifest: Manifest
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.manifest.verification.get("verified"))
+
+
+def compile_model(model: str | Path, *, target: str | None = None, platform: str | None = None,
+                  compiler_options: str | dict | None = None, output: str | Path | None = None,
+                  options: CompileOptions | None = None, sample_inputs: str | Path | None = None,
+                  progress: Progress | None = None) -> CompileResult:
+    """Compile ``model`` for a named device (``target``) or a Neo platform (``platform``).
+
+    Returns the path of the ``.tar.gz`` artifact and its manifest. Raises :class:`KilnError`.
+    """
+    from kiln.codegen.tvm_build import build_library, check_buildable
+    from kiln.importers import import_model
+    from kiln.verify.gate import accuracy_gate
+    from kiln.verify.inputs import load_sample_inputs
+
+    options = options or CompileOptions()
+    step = progress or (lambda _name: None)
+    spec, copts = resolve_target(target, platform, compiler_options)
+    check_buildable(spec)
+    step("import")
+    imported = import_model(model, input_shapes=options.shape_dict())
+    samples = load_sample_inputs(Path(sample_inputs), imported.signature) if sample_inputs else None
+    output = Path(output) if output else Path(f"{Path(model).stem}-{spec.name}.tar.gz")
+    staging = Path(tempfile.mkdtemp(prefix="kiln-build-"))
+    try:
+        step("compile")
+        compiled = build_library(imported, spec, options, staging)
+        step("bundle")
+        runtime = _write_bundle(staging, spec, imported.signature)
+        step("verify")
+        report = accuracy_gate(staging, spec.to_dict(), imported, options, samples)
+        step("pack")
+        manifest = _manifest(spec, copts.to_dict(), imported, options, runtime, report,
+                             compiled.pipeline, staging)
+        (staging / MANIFEST_NAME).write_text(manifest.to_json())
+        pack(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return CompileResult(artifact=output, manifest=manifest)
+
+
+def _write_bundle(staging: Path, spec: TargetSpec, signature) -> dict:
+    from kiln.codegen.runtime_bundle import bundle_files
+
+    for name, path in bundle_files(spec.arch).items():
+        shutil.copy2(path, staging / name)
+    (staging / "signature.txt").write_text(signature.to_text())
+    binaries = [staging / n for n in ("model.so", "libkiln_runtime.so", "kiln_run",
+                                      "libtvm_runtime.so", "libtvm_ffi.so")]
+    from kiln.codegen.runtime_bundle import TVM_LIBS
+
+    return {"kind": "tvm", "abi_version": 1, "library": "libkiln_runtime.so",
+            "runner": "kiln_run", "header": "kiln_runtime.h", "model_library": "model.so",
+            "tvm_libraries": list(TVM_LIBS), "min_glibc": glibc_needed(binaries),
+            "footprint_bytes": sum((staging / n).stat().st_size for n in (
+                "libkiln_runtime.so", "kiln_run", *TVM_LIBS))}
+
+
+def _manifest(spec, compiler_options, imported, options, runtime, report, pipeline,
+              staging) -> Manifest:
+    from kiln import __version__
+    from kiln.codegen.runtime_bundle import versions
+
+    vers = versions()
+    opts = options.to_dict()
+    opts["pipeline"] = pipeline
+    opts["derived_input_shapes"] = imported.derived_shapes
+    return Manifest(
+        kiln_version=__version__, tvm_version=vers["apache-tvm"],
+        tvm_ffi_version=vers["apache-tvm-ffi"],
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        target={"name": spec.name, "fingerprint": spec.fingerprint(), "spec": spec.to_dict(),
+                "tvm_target": spec.tvm_target()},
+        framework=imported.framework,
+        source={"file": Path(imported.source).name, "sha256": sha256_file(Path(imported.source)),
+                "opset": imported.opset},
+        signature=imported.signature, compile_options=opts, compiler_options=compiler_options,
+        runtime=runtime, files=digest_tree(staging, exclude=(MANIFEST_NAME,)),
+        verification=report)
+
+
+__all__ = ["CompileResult", "KilnError", "compile_model"]

@@ -1,0 +1,26 @@
+"""The type every importer returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiln.signature import ModelSignature
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    """A model in TVM's Relax IR, with what the later steps need to know about it.
+
+    ``source`` is the file the reference runner (``kiln.verify.reference``) executes to
+    check the compiled artifact; ``derived_shapes`` is True when Kiln took the input
+    shapes from the model rather than from the user.
+    """
+
+    mod: Any  # tvm.IRModule
+    signature: ModelSignature
+    framework: str
+    source: Path
+    opset: int | None = None
+    derived_shapes: bool = True

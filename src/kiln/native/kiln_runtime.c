@@ -1,0 +1,434 @@
+/*
+ * kiln_runtime.c -- Kiln's C API over the TVM relax VM, written against the plain C ABI of
+ * tvm-ffi (tvm/ffi/c_api.h) so that it needs no C++ standard library of its own: it links
+ * against libtvm_ffi.so and libtvm_runtime.so from the runtime bundle and nothing else.
+ */
+#include "kiln_runtime.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tvm/ffi/c_api.h>
+
+#define KILN_MAX_NDIM 16
+#define KILN_ALIGN 64
+
+typedef struct {
+  char* name;
+  char dtype[16];
+  DLDataType dl;
+  int ndim;
+  int64_t shape[KILN_MAX_NDIM];
+} tensor_info;
+
+struct kiln_model {
+  int n_in, n_out;
+  tensor_info* in;
+  tensor_info* out;
+  void** in_data;
+  size_t* in_nbytes;
+  DLManagedTensor* in_managed;
+  TVMFFIObjectHandle* in_tensor;
+  TVMFFIObjectHandle* out_tensor; /* results of the last run, NULL before */
+  TVMFFIObjectHandle lib, vm, main_fn;
+};
+
+static __thread char g_error[4096];
+
+static void set_error(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(g_error, sizeof(g_error), fmt, ap);
+  va_end(ap);
+}
+
+static void set_ffi_error(const char* what) {
+  TVMFFIObjectHandle err = NULL;
+  TVMFFIErrorMoveFromRaised(&err);
+  if (err == NULL) {
+    set_error("%s failed", what);
+    return;
+  }
+  TVMFFIErrorCell* cell = (TVMFFIErrorCell*)((char*)err + sizeof(TVMFFIObject));
+  set_error("%s: %.*s: %.*s", what, (int)cell->kind.size, cell->kind.data, (int)cell->message.size,
+            cell->message.data);
+  TVMFFIObjectDecRef(err);
+}
+
+const char* kiln_last_error(void) { return g_error; }
+int kiln_runtime_abi_version(void) { return KILN_RUNTIME_ABI_VERSION; }
+
+static DLTensor* tensor_of(TVMFFIObjectHandle h) {
+  return (DLTensor*)((char*)h + sizeof(TVMFFIObject));
+}
+
+static int parse_dtype(const char* s, DLDataType* out) {
+  static const struct { const char* name; uint8_t code, bits; } table[] = {
+      {"float32", kDLFloat, 32}, {"float16", kDLFloat, 16}, {"float64", kDLFloat, 64},
+      {"bfloat16", kDLBfloat, 16}, {"int8", kDLInt, 8},     {"int16", kDLInt, 16},
+      {"int32", kDLInt, 32},     {"int64", kDLInt, 64},     {"uint8", kDLUInt, 8},
+      {"uint16", kDLUInt, 16},   {"uint32", kDLUInt, 32},   {"uint64", kDLUInt, 64},
+      {"bool", kDLBool, 8}};
+  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); ++i) {
+    if (strcmp(s, table[i].name) == 0) {
+      out->code = table[i].code;
+      out->bits = table[i].bits;
+      out->lanes = 1;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static size_t nbytes_of(const DLDataType* dt, int ndim, const int64_t* shape) {
+  size_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= (size_t)shape[i];
+  return n * ((dt->bits * dt->lanes + 7) / 8);
+}
+
+/* One line of signature.txt: "<kind> <dtype> <ndim> <d0> ... <name>". */
+static int parse_sig_line(char* line, tensor_info* t) {
+  char* save = NULL;
+  strtok_r(line, " ", &save); /* kind, already checked */
+  char* dtype = strtok_r(NULL, " ", &save);
+  char* ndim = strtok_r(NULL, " ", &save);
+  if (!dtype || !ndim || strlen(dtype) >= sizeof(t->dtype)) return -1;
+  strcpy(t->dtype, dtype);
+  if (parse_dtype(dtype, &t->dl) != 0) return -1;
+  t->ndim = atoi(ndim);
+  if (t->ndim < 0 || t->ndim > KILN_MAX_NDIM) return -1;
+  for (int i = 0; i < t->ndim; ++i) {
+    char* d = strtok_r(NULL, " ", &save);
+    if (!d) return -1;
+    t->shape[i] = strtoll(d, NULL, 10);
+    if (t->shape[i] < 0) return -1; /* dynamic dims are not supported by this executor yet */
+  }
+  if (save == NULL || *save == '\0') return -1;
+  size_t len = strcspn(save, "\r\n");
+  t->name = (char*)malloc(len + 1);
+  memcpy(t->name, save, len);
+  t->name[len] = '\0';
+  return 0;
+}
+
+static int read_signature(kiln_model* m, const char* dir) {
+  char path[4096], line[8192];
+  snprintf(path, sizeof(path), "%s/signature.txt", dir);
+  FILE* f = fopen(path, "r");
+  if (!f) {
+    set_error("cannot open %s", path);
+    return -1;
+  }
+  int cap_in = 0, cap_out = 0, ok = 0;
+  if (!fgets(line, sizeof(line), f) || strncmp(line, "kiln-signature 1", 16) != 0) goto done;
+  while (fgets(line, sizeof(line), f)) {
+    int is_in = strncmp(line, "input ", 6) == 0, is_out = strncmp(line, "output ", 7) == 0;
+    if (!is_in && !is_out) continue;
+    int* n = is_in ? &m->n_in : &m->n_out;
+    int* cap = is_in ? &cap_in : &cap_out;
+    tensor_info** arr = is_in ? &m->in : &m->out;
+    if (*n == *cap) {
+      *cap = *cap ? *cap * 2 : 4;
+      *arr = (tensor_info*)realloc(*arr, sizeof(tensor_info) * (size_t)*cap);
+    }
+    memset(&(*arr)[*n], 0, sizeof(tensor_info));
+    if (parse_sig_line(line, &(*arr)[*n]) != 0) goto done;
+    ++*n;
+  }
+  ok = 1;
+done:
+  fclose(f);
+  if (!ok) set_error("malformed %s", path);
+  return ok ? 0 : -1;
+}
+
+static int call(TVMFFIObjectHandle fn, TVMFFIAny* args, int n, TVMFFIAny* ret, const char* what) {
+  memset(ret, 0, sizeof(*ret));
+  ret->type_index = kTVMFFINone;
+  if (TVMFFIFunctionCall(fn, args, n, ret) != 0) {
+    set_ffi_error(what);
+    return -1;
+  }
+  return 0;
+}
+
+static TVMFFIObjectHandle get_global(const char* name) {
+  TVMFFIByteArray nm = {name, strlen(name)};
+  TVMFFIObjectHandle out = NULL;
+  if (TVMFFIFunctionGetGlobal(&nm, &out) != 0 || out == NULL) set_error("missing global %s", name);
+  return out;
+}
+
+static TVMFFIAny any_obj(TVMFFIObjectHandle h, int32_t type_index) {
+  TVMFFIAny a;
+  memset(&a, 0, sizeof(a));
+  a.type_index = type_index;
+  a.v_obj = (TVMFFIObject*)h;
+  return a;
+}
+
+static TVMFFIAny any_int(int64_t v) {
+  TVMFFIAny a;
+  memset(&a, 0, sizeof(a));
+  a.type_index = kTVMFFIInt;
+  a.v_int64 = v;
+  return a;
+}
+
+static TVMFFIObjectHandle module_function(TVMFFIObjectHandle mod, const char* name) {
+  TVMFFIObjectHandle getter = get_global("ffi.ModuleGetFunction");
+  if (!getter) return NULL;
+  TVMFFIAny args[3] = {any_obj(mod, kTVMFFIModule), any_int(0), any_int(1)}, ret;
+  args[1].type_index = kTVMFFIRawStr;
+  args[1].v_c_str = name;
+  args[2].type_index = kTVMFFIBool;
+  int rc = call(getter, args, 3, &ret, "ModuleGetFunction");
+  TVMFFIObjectDecRef(getter);
+  if (rc != 0) return NULL;
+  if (ret.type_index != kTVMFFIFunction) {
+    set_error("model library has no function %s", name);
+    return NULL;
+  }
+  return ret.v_obj;
+}
+
+static int load_vm(kiln_model* m, const char* dir) {
+  char path[4096];
+  /* a path without '/' would go through the dlopen search path */
+  snprintf(path, sizeof(path), "%s%s/model.so", strchr(dir, '/') ? "" : "./", dir);
+  TVMFFIObjectHandle loader = get_global("ffi.ModuleLoadFromFile");
+  if (!loader) return -1;
+  TVMFFIAny arg, ret;
+  memset(&arg, 0, sizeof(arg));
+  arg.type_index = kTVMFFIRawStr;
+  arg.v_c_str = path;
+  int rc = call(loader, &arg, 1, &ret, "loading model.so");
+  TVMFFIObjectDecRef(loader);
+  if (rc != 0) return -1;
+  m->lib = ret.v_obj;
+  TVMFFIObjectHandle load_exec = module_function(m->lib, "vm_load_executable");
+  if (!load_exec) return -1;
+  rc = call(load_exec, NULL, 0, &ret, "vm_load_executable");
+  TVMFFIObjectDecRef(load_exec);
+  if (rc != 0) return -1;
+  m->vm = ret.v_obj;
+  TVMFFIObjectHandle init = module_function(m->vm, "vm_initialization");
+  if (!init) return -1;
+  /* (device_type, device_id, allocator 2 = pooled) for the CPU */
+  TVMFFIAny iargs[3] = {any_int(kDLCPU), any_int(0), any_int(2)};
+  rc = call(init, iargs, 3, &ret, "vm_initialization");
+  TVMFFIObjectDecRef(init);
+  if (rc != 0) return -1;
+  m->main_fn = module_function(m->vm, "main");
+  return m->main_fn ? 0 : -1;
+}
+
+static int make_inputs(kiln_model* m) {
+  m->in_data = (void**)calloc((size_t)m->n_in, sizeof(void*));
+  m->in_nbytes = (size_t*)calloc((size_t)m->n_in, sizeof(size_t));
+  m->in_managed = (DLManagedTensor*)calloc((size_t)m->n_in, sizeof(DLManagedTensor));
+  m->in_tensor = (TVMFFIObjectHandle*)calloc((size_t)m->n_in, sizeof(TVMFFIObjectHandle));
+  m->out_tensor = (TVMFFIObjectHandle*)calloc((size_t)(m->n_out ? m->n_out : 1), sizeof(void*));
+  for (int i = 0; i < m->n_in; ++i) {
+    tensor_info* t = &m->in[i];
+    size_t nb = nbytes_of(&t->dl, t->ndim, t->shape);
+    m->in_nbytes[i] = nb;
+    m->in_data[i] = aligned_alloc(KILN_ALIGN, (nb + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN + KILN_ALIGN);
+    memset(m->in_data[i], 0, nb);
+    DLTensor* dl = &m->in_managed[i].dl_tensor;
+    dl->data = m->in_data[i];
+    dl->device.device_type = kDLCPU;
+    dl->ndim = t->ndim;
+    dl->dtype = t->dl;
+    dl->shape = t->shape;
+    if (TVMFFITensorFromDLPack(&m->in_managed[i], KILN_ALIGN, 1, &m->in_tensor[i]) != 0) {
+      set_ffi_error("creating input tensor");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int kiln_model_create(const char* dir, kiln_model** out) {
+  kiln_model* m = (kiln_model*)calloc(1, sizeof(kiln_model));
+  *out = NULL;
+  if (read_signature(m, dir) != 0 || make_inputs(m) != 0 || load_vm(m, dir) != 0) {
+    kiln_model_destroy(m);
+    return -1;
+  }
+  *out = m;
+  return 0;
+}
+
+static void release_outputs(kiln_model* m) {
+  for (int i = 0; i < m->n_out; ++i) {
+    if (m->out_tensor[i]) TVMFFIObjectDecRef(m->out_tensor[i]);
+    m->out_tensor[i] = NULL;
+  }
+}
+
+void kiln_model_destroy(kiln_model* m) {
+  if (!m) return;
+  if (m->out_tensor) release_outputs(m);
+  for (int i = 0; m->in_tensor && i < m->n_in; ++i)
+    if (m->in_tensor[i]) TVMFFIObjectDecRef(m->in_tensor[i]);
+  if (m->main_fn) TVMFFIObjectDecRef(m->main_fn);
+  if (m->vm) TVMFFIObjectDecRef(m->vm);
+  if (m->lib) TVMFFIObjectDecRef(m->lib);
+  for (int i = 0; m->in_data && i < m->n_in; ++i) free(m->in_data[i]);
+  for (int i = 0; i < m->n_in; ++i) free(m->in[i].name);
+  for (int i = 0; i < m->n_out; ++i) free(m->out[i].name);
+  free(m->in);
+  free(m->out);
+  free(m->in_data);
+  free(m->in_nbytes);
+  free(m->in_managed);
+  free(m->in_tensor);
+  free(m->out_tensor);
+  free(m);
+}
+
+int kiln_model_num_inputs(const kiln_model* m) { return m->n_in; }
+int kiln_model_num_outputs(const kiln_model* m) { return m->n_out; }
+
+static int check_index(int index, int n, const char* kind) {
+  if (index < 0 || index >= n) {
+    set_error("%s index %d out of range [0, %d)", kind, index, n);
+    return -1;
+  }
+  return 0;
+}
+
+const char* kiln_model_input_name(const kiln_model* m, int i) {
+  return check_index(i, m->n_in, "input") ? NULL : m->in[i].name;
+}
+const char* kiln_model_input_dtype(const kiln_model* m, int i) {
+  return check_index(i, m->n_in, "input") ? NULL : m->in[i].dtype;
+}
+const char* kiln_model_output_name(const kiln_model* m, int i) {
+  return check_index(i, m->n_out, "output") ? NULL : m->out[i].name;
+}
+const char* kiln_model_output_dtype(const kiln_model* m, int i) {
+  return check_index(i, m->n_out, "output") ? NULL : m->out[i].dtype;
+}
+
+int kiln_model_input_index(const kiln_model* m, const char* name) {
+  for (int i = 0; i < m->n_in; ++i)
+    if (strcmp(m->in[i].name, name) == 0) return i;
+  set_error("no input named '%s'", name);
+  return -1;
+}
+
+static void copy_shape(int ndim, const int64_t* src, int64_t* shape, int* out_ndim) {
+  *out_ndim = ndim;
+  if (shape) memcpy(shape, src, sizeof(int64_t) * (size_t)ndim);
+}
+
+int kiln_model_input_shape(const kiln_model* m, int i, int64_t* shape, int* ndim) {
+  if (check_index(i, m->n_in, "input")) return -1;
+  copy_shape(m->in[i].ndim, m->in[i].shape, shape, ndim);
+  return 0;
+}
+
+int kiln_model_output_shape(const kiln_model* m, int i, int64_t* shape, int* ndim) {
+  if (check_index(i, m->n_out, "output")) return -1;
+  if (m->out_tensor[i]) {
+    DLTensor* t = tensor_of(m->out_tensor[i]);
+    copy_shape(t->ndim, t->shape, shape, ndim);
+  } else {
+    copy_shape(m->out[i].ndim, m->out[i].shape, shape, ndim);
+  }
+  return 0;
+}
+
+int kiln_model_set_input(kiln_model* m, int i, const void* data, size_t nbytes) {
+  if (check_index(i, m->n_in, "input")) return -1;
+  if (nbytes != m->in_nbytes[i]) {
+    set_error("input '%s' takes %zu bytes, got %zu", m->in[i].name, m->in_nbytes[i], nbytes);
+    return -1;
+  }
+  memcpy(m->in_data[i], data, nbytes);
+  return 0;
+}
+
+static int take_output(kiln_model* m, int i, TVMFFIAny* value) {
+  if (value->type_index != kTVMFFITensor) {
+    set_error("output %d is not a tensor (type index %d)", i, value->type_index);
+    return -1;
+  }
+  if (tensor_of(value->v_obj)->device.device_type != kDLCPU) {
+    set_error("output %d is not on the CPU", i);
+    return -1;
+  }
+  m->out_tensor[i] = value->v_obj;
+  return 0;
+}
+
+static int unpack_outputs(kiln_model* m, TVMFFIAny* ret) {
+  if (ret->type_index == kTVMFFITensor) {
+    if (m->n_out != 1) {
+      set_error("model returned 1 output, signature declares %d", m->n_out);
+      TVMFFIObjectDecRef(ret->v_obj);
+      return -1;
+    }
+    return take_output(m, 0, ret);
+  }
+  if (ret->type_index != kTVMFFIArray) {
+    set_error("model returned an unsupported value (type index %d)", ret->type_index);
+    if (ret->type_index >= kTVMFFIStaticObjectBegin) TVMFFIObjectDecRef(ret->v_obj);
+    return -1;
+  }
+  TVMFFIObjectHandle getitem = get_global("ffi.ArrayGetItem");
+  int rc = getitem ? 0 : -1;
+  for (int i = 0; rc == 0 && i < m->n_out; ++i) {
+    TVMFFIAny args[2] = {any_obj(ret->v_obj, kTVMFFIArray), any_int(i)}, item;
+    rc = call(getitem, args, 2, &item, "reading output tuple");
+    if (rc == 0) rc = take_output(m, i, &item);
+  }
+  if (getitem) TVMFFIObjectDecRef(getitem);
+  TVMFFIObjectDecRef(ret->v_obj);
+  return rc;
+}
+
+int kiln_model_run(kiln_model* m) {
+  TVMFFIAny args[64], ret;
+  if (m->n_in > 64) {
+    set_error("at most 64 inputs are supported");
+    return -1;
+  }
+  for (int i = 0; i < m->n_in; ++i) args[i] = any_obj(m->in_tensor[i], kTVMFFITensor);
+  release_outputs(m);
+  if (call(m->main_fn, args, m->n_in, &ret, "running the model") != 0) return -1;
+  return unpack_outputs(m, &ret);
+}
+
+size_t kiln_model_output_nbytes(const kiln_model* m, int i) {
+  if (check_index(i, m->n_out, "output") || !m->out_tensor[i]) return 0;
+  DLTensor* t = tensor_of(m->out_tensor[i]);
+  return nbytes_of(&t->dtype, t->ndim, t->shape);
+}
+
+int kiln_model_get_output(kiln_model* m, int i, void* data, size_t nbytes) {
+  if (check_index(i, m->n_out, "output")) return -1;
+  if (!m->out_tensor[i]) {
+    set_error("no output yet: call kiln_model_run first");
+    return -1;
+  }
+  DLTensor* t = tensor_of(m->out_tensor[i]);
+  size_t need = nbytes_of(&t->dtype, t->ndim, t->shape);
+  if (nbytes < need) {
+    set_error("output '%s' needs %zu bytes, buffer has %zu", m->out[i].name, need, nbytes);
+    return -1;
+  }
+  if (t->strides != NULL) {
+    for (int d = t->ndim - 1, expect = 1; d >= 0; expect *= (int)t->shape[d], --d) {
+      if (t->shape[d] != 1 && t->strides[d] != expect) {
+        set_error("output '%s' is not contiguous", m->out[i].name);
+        return -1;
+      }
+    }
+  }
+  memcpy(data, (char*)t->data + t->byte_offset, need);
+  return 0;
+}

@@ -1,0 +1,63 @@
+/*
+ * kiln_runtime.h -- the C API of a Kiln artifact.
+ *
+ * A model directory (an unpacked artifact) holds model.so, signature.txt and the
+ * runtime bundle. Every call returns 0 on success and -1 on failure; the message of
+ * the last failure in this thread is returned by kiln_last_error().
+ *
+ *   kiln_model* m;
+ *   if (kiln_model_create("./artifact", &m) != 0) puts(kiln_last_error());
+ *   kiln_model_set_input(m, 0, data, nbytes);
+ *   kiln_model_run(m);
+ *   kiln_model_get_output(m, 0, out, out_nbytes);
+ *   kiln_model_destroy(m);
+ */
+#ifndef KILN_RUNTIME_H_
+#define KILN_RUNTIME_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KILN_RUNTIME_ABI_VERSION 1
+
+typedef struct kiln_model kiln_model;
+
+/* Load the artifact unpacked in `dir`. */
+int kiln_model_create(const char* dir, kiln_model** out);
+void kiln_model_destroy(kiln_model* model);
+
+int kiln_model_num_inputs(const kiln_model* model);
+int kiln_model_num_outputs(const kiln_model* model);
+
+/* Name, dtype ("float32", "int64", ...) and shape of input/output `index`.
+ * Strings stay valid until kiln_model_destroy. `shape` may be NULL to query ndim only. */
+const char* kiln_model_input_name(const kiln_model* model, int index);
+const char* kiln_model_input_dtype(const kiln_model* model, int index);
+int kiln_model_input_shape(const kiln_model* model, int index, int64_t* shape, int* ndim);
+const char* kiln_model_output_name(const kiln_model* model, int index);
+const char* kiln_model_output_dtype(const kiln_model* model, int index);
+/* Output shapes are those of the last run, or the declared ones before the first run. */
+int kiln_model_output_shape(const kiln_model* model, int index, int64_t* shape, int* ndim);
+
+/* Index of the named input, or -1. */
+int kiln_model_input_index(const kiln_model* model, const char* name);
+
+/* Copy `nbytes` of dense, row-major data into input `index`; nbytes must match exactly. */
+int kiln_model_set_input(kiln_model* model, int index, const void* data, size_t nbytes);
+int kiln_model_run(kiln_model* model);
+/* Copy output `index` of the last run into `data` (capacity `nbytes`). */
+int kiln_model_get_output(kiln_model* model, int index, void* data, size_t nbytes);
+/* Bytes needed for output `index` of the last run. */
+size_t kiln_model_output_nbytes(const kiln_model* model, int index);
+
+const char* kiln_last_error(void);
+int kiln_runtime_abi_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KILN_RUNTIME_H_ */

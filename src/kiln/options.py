@@ -1,0 +1,101 @@
+"""Typed, frozen options. Built once at the edge (CLI, Python API, service) and recorded."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from kiln.errors import KilnError
+
+#: Default accuracy tolerances per output dtype: (max abs error, max rel error, min cosine).
+DEFAULT_TOLERANCES: dict[str, tuple[float, float, float]] = {
+    "float32": (1e-4, 1e-3, 0.9999),
+    "float64": (1e-8, 1e-6, 0.999999),
+    "float16": (1e-2, 5e-2, 0.999),
+}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Accuracy gate thresholds; ``None`` fields take :data:`DEFAULT_TOLERANCES` for the dtype."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float | None = None
+
+    def resolve(self, dtype: str) -> tuple[float, float, float]:
+        atol, rtol, cos = DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0, 1.0))
+        return (
+            atol if self.atol is None else self.atol,
+            rtol if self.rtol is None else self.rtol,
+            cos if self.min_cosine is None else self.min_cosine,
+        )
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything that decides how a model is compiled, apart from the target.
+
+    Parameters
+    ----------
+    input_shapes : tuple of (name, shape) pairs, optional
+        Neo's DataInputConfig; overrides the shapes stored in the model.
+    opt_level : int
+        0 builds with TVM's plain pipeline, 1 and up fuse operators.
+    verify : bool
+        Run the artifact and compare it with the reference (the accuracy gate).
+    tolerance : Tolerance
+        Thresholds of the accuracy gate.
+    seed : int
+        Seed of the generated verification inputs.
+    """
+
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
+    opt_level: int = 1
+    verify: bool = True
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.opt_level not in (0, 1, 2, 3):
+            raise KilnError("invalid_options", f"opt_level must be 0..3, got {self.opt_level!r}")
+
+    def shape_dict(self) -> dict[str, list[int]] | None:
+        return None if self.input_shapes is None else {k: list(v) for k, v in self.input_shapes}
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["input_shapes"] = self.shape_dict()
+        return out
+
+
+_SHAPE_HINT = 'give a JSON object of input name to shape, e.g. \'{"x": [1, 3, 224, 224]}\''
+
+
+def parse_input_shapes(text: str | dict | list | None) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
+    """Parse Neo's DataInputConfig: a JSON object ``{name: shape}`` (or a dict already).
+
+    A JSON list of shapes (PyTorch style in Neo) is accepted and named ``input0``, ``input1`` ...
+    """
+    if text is None:
+        return None
+    value = text
+    if isinstance(text, str):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise KilnError("invalid_input_shape", f"input shape is not valid JSON: {exc.msg} "
+                            f"at character {exc.pos}", hint=_SHAPE_HINT) from None
+    if isinstance(value, list):
+        value = {f"input{i}": s for i, s in enumerate(value)}
+    if not isinstance(value, dict) or not value:
+        raise KilnError("invalid_input_shape", "input shape must be a non-empty JSON object",
+                        hint=_SHAPE_HINT)
+    pairs = []
+    for name, shape in value.items():
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                  and d > 0 for d in shape):
+            raise KilnError("invalid_input_shape", f"shape of input {name!r} must be a list of "
+                            f"positive integers, got {json.dumps(shape)}", hint=_SHAPE_HINT)
+        pairs.append((str(name), tuple(shape)))
+    return tuple(pairs)

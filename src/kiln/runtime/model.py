@@ -1,0 +1,164 @@
+"""``kiln.load(path)``: a DLR-compatible model over the artifact's C API (``libkiln_runtime.so``)."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from kiln.artifact import read_manifest, unpack
+from kiln.artifact.compat import check_native
+from kiln.artifact.digests import check_digests
+from kiln.artifact.manifest import MANIFEST_NAME
+from kiln.errors import KilnError
+from kiln.signature import conform_inputs
+
+_c_int64_p = ctypes.POINTER(ctypes.c_int64)
+_SIGNATURES = {
+    "kiln_model_create": ([ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int),
+    "kiln_model_destroy": ([ctypes.c_void_p], None),
+    "kiln_model_set_input": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t],
+                             ctypes.c_int),
+    "kiln_model_run": ([ctypes.c_void_p], ctypes.c_int),
+    "kiln_model_output_nbytes": ([ctypes.c_void_p, ctypes.c_int], ctypes.c_size_t),
+    "kiln_model_output_shape": ([ctypes.c_void_p, ctypes.c_int, _c_int64_p,
+                                 ctypes.POINTER(ctypes.c_int)], ctypes.c_int),
+    "kiln_model_get_output": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t],
+                              ctypes.c_int),
+    "kiln_last_error": ([], ctypes.c_char_p),
+}
+
+
+def _bind(lib: ctypes.CDLL) -> None:
+    for name, (args, res) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, res
+
+
+def _destroy(lib: ctypes.CDLL, handle: ctypes.c_void_p, tmp: str | None) -> None:
+    if handle:
+        lib.kiln_model_destroy(handle)
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Model:
+    """A loaded artifact. One instance per thread (like DLR).
+
+    Parameters
+    ----------
+    path : str or Path
+        An artifact ``.tar.gz`` or the folder it was unpacked into.
+    dev_type : {"cpu", "gpu"}
+        Where to run. Artifacts for another arch or accelerator are refused
+        (``target_mismatch``).
+    """
+
+    def __init__(self, path: str | Path, dev_type: str = "cpu", dev_id: int = 0) -> None:
+        path = Path(path)
+        tmp = None
+        if not path.exists():
+            raise KilnError("file_not_found", f"artifact {str(path)!r} does not exist",
+                            hint="give the .tar.gz written by `kiln compile`")
+        if path.is_file():
+            tmp = tempfile.mkdtemp(prefix="kiln-model-")
+            try:
+                unpack(path, Path(tmp))
+            except KilnError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            path = Path(tmp)
+        self._dir = path
+        self.manifest = read_manifest(path)
+        check_digests(path, self.manifest.files, exclude=(MANIFEST_NAME,))
+        check_native(self.manifest.target["spec"], device=dev_type,
+                     accelerator=self.manifest.accelerator)
+        self._lib = ctypes.CDLL(str(path.resolve() / self.manifest.runtime["library"]))
+        _bind(self._lib)
+        self._handle = ctypes.c_void_p()
+        self._check(self._lib.kiln_model_create(str(path.resolve()).encode(),
+                                                ctypes.byref(self._handle)), "loading the model")
+        self._finalizer = weakref.finalize(self, _destroy, self._lib, self._handle, tmp)
+        self._inputs = self.manifest.signature.inputs
+        self._outputs = self.manifest.signature.outputs
+
+    def _check(self, rc: int, what: str) -> None:
+        if rc != 0:
+            msg = (self._lib.kiln_last_error() or b"").decode(errors="replace")
+            raise KilnError("run_failed", f"{what}: {msg}", hint="check the inputs; report the "
+                            "artifact if this persists")
+
+    # ---- running -------------------------------------------------------------------------
+    def run(self, x) -> list[np.ndarray]:
+        """Run on one array (single-input models) or a ``{name: array}`` dict; returns a list."""
+        if not isinstance(x, dict):
+            if len(self._inputs) != 1:
+                raise KilnError("invalid_input", f"the model has {len(self._inputs)} inputs; pass "
+                                "a dict of name to array", hint=f"names: {self.get_input_names()}")
+            x = {self._inputs[0].name: x}
+        arrays = conform_inputs(x, self.manifest.signature)
+        for i, t in enumerate(self._inputs):
+            arr = arrays[t.name]
+            self._check(self._lib.kiln_model_set_input(self._handle, i, arr.ctypes.data,
+                                                       arr.nbytes), f"setting input {t.name!r}")
+        self._check(self._lib.kiln_model_run(self._handle), "running the model")
+        return [self._output(i) for i in range(len(self._outputs))]
+
+    def _output(self, i: int) -> np.ndarray:
+        shape, ndim = (ctypes.c_int64 * 16)(), ctypes.c_int()
+        self._check(self._lib.kiln_model_output_shape(self._handle, i, shape, ctypes.byref(ndim)),
+                    "reading an output shape")
+        out = np.empty(tuple(shape[: ndim.value]), dtype=self._outputs[i].dtype)
+        self._check(self._lib.kiln_model_get_output(self._handle, i, out.ctypes.data, out.nbytes),
+                    "reading an output")
+        return out
+
+    # ---- DLR-compatible introspection ---------------------------------------------------
+    def get_input_names(self) -> list[str]:
+        return [t.name for t in self._inputs]
+
+    def get_input_name(self, index: int) -> str:
+        return self._inputs[index].name
+
+    def get_input_dtypes(self) -> list[str]:
+        return [t.dtype for t in self._inputs]
+
+    def get_input_dtype(self, index: int) -> str:
+        return self._inputs[index].dtype
+
+    def get_input_shapes(self) -> list[tuple[int, ...]]:
+        return [t.shape for t in self._inputs]
+
+    def get_output_names(self) -> list[str]:
+        return [t.name for t in self._outputs]
+
+    def get_output_name(self, index: int) -> str:
+        return self._outputs[index].name
+
+    def get_output_dtypes(self) -> list[str]:
+        return [t.dtype for t in self._outputs]
+
+    def get_output_dtype(self, index: int) -> str:
+        return self._outputs[index].dtype
+
+    def get_output_shapes(self) -> list[tuple[int, ...]]:
+        return [t.shape for t in self._outputs]
+
+    def has_metadata(self) -> bool:
+        return True
+
+    def get_version(self) -> str:
+        return self.manifest.kiln_version
+
+    def close(self) -> None:
+        """Free the native model now rather than at garbage collection."""
+        self._finalizer()
+
+
+def load(path: str | Path, device: str = "cpu") -> Model:
+    """Load an artifact (``.tar.gz`` or unpacked folder) for this machine."""
+    return Model(path, dev_type=device)

@@ -1,0 +1,57 @@
+"""The accuracy gate: run the artifact on sample inputs and compare with the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kiln.errors import KilnError
+from kiln.importers.base import ImportedModel
+from kiln.options import CompileOptions
+from kiln.verify.compare import compare
+from kiln.verify.emulate import emulator_for, run_folder, why_not_runnable
+from kiln.verify.inputs import seeded_inputs
+from kiln.verify.reference import run_reference
+
+
+def accuracy_gate(folder: Path, spec: dict, imported: ImportedModel, options: CompileOptions,
+                  sample_inputs: dict[str, np.ndarray] | None = None) -> dict:
+    """Return the verification report; raise ``accuracy_regression`` when it fails.
+
+    When the artifact cannot run here (no emulator), the report says so and why, and the
+    compile goes on: the artifact is marked as not verified.
+    """
+    if not options.verify:
+        return {"verified": False, "reason": "verification was turned off (--no-verify)"}
+    if emulator_for(spec) is None:
+        return {"verified": False, "reason": why_not_runnable(spec)}
+    inputs = sample_inputs if sample_inputs is not None else seeded_inputs(imported.signature,
+                                                                           options.seed)
+    reference = run_reference(imported.framework, imported.source, inputs)
+    result = run_folder(folder, spec, imported.signature, inputs)
+    rows = [compare(t.name, got, ref, options.tolerance)
+            for t, got, ref in zip(imported.signature.outputs, result.outputs, reference)]
+    report = {"verified": True, "passed": all(r["passed"] for r in rows), "mode": result.mode,
+              "reference": _reference_name(imported.framework),
+              "inputs": "--sample-inputs" if sample_inputs is not None
+              else f"seeded (seed {options.seed})", "outputs": rows}
+    if not report["passed"]:
+        bad = [r for r in rows if not r["passed"]]
+        figures = "; ".join(
+            f"{r['name']}: max abs {r.get('max_abs_error', float('nan')):.3g} (atol {r['atol']:g}), "
+            f"max rel {r.get('max_rel_error', float('nan')):.3g} (rtol {r['rtol']:g}), "
+            f"cosine {r.get('cosine', float('nan')):.6f} (min {r['min_cosine']})"
+            + (f", {r['problem']}" if "problem" in r else "") for r in bad)
+        raise KilnError("accuracy_regression", f"the compiled model disagrees with "
+                        f"{report['reference']}: {figures}",
+                        hint="loosen with --atol/--rtol if this is expected, or report the model")
+    return report
+
+
+def _reference_name(framework: str) -> str:
+    if framework == "onnx":
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__}"
+    return framework
