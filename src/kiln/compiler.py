@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import shutil
 import tempfile
@@ -10,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.artifact import MANIFEST_NAME, Manifest, pack
+from kiln.artifact.compat import FALLBACK_MCPU, needs_fallback, required_cpu_flags
 from kiln.artifact.digests import digest_tree, glibc_needed, sha256_file
 from kiln.errors import KilnError
 from kiln.options import CompileOptions
 from kiln.targets import TargetSpec, resolve_target
 
 Progress = Callable[[str], None]
+FALLBACK_LIBRARY = "model.fallback.so"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ def compile_model(model: str | Path, *, target: str | None = None, platform: str
     try:
         step("compile")
         compiled = build_library(imported, spec, options, staging)
+        if needs_fallback(spec.to_dict()):
+            # Code for a newer x86 CPU (AVX2, AVX-512) gets a portable twin, so the artifact
+            # still runs (slower) on an older CPU instead of dying on an illegal instruction.
+            portable = dataclasses.replace(spec, mcpu=FALLBACK_MCPU, mattr=())
+            build_library(imported, portable, options, staging, name=FALLBACK_LIBRARY)
         step("bundle")
         runtime = _write_bundle(staging, spec, imported.signature)
         step("verify")
@@ -72,13 +80,18 @@ def _write_bundle(staging: Path, spec: TargetSpec, signature) -> dict:
 
     for name, path in bundle_files(spec.arch).items():
         shutil.copy2(path, staging / name)
-    (staging / "signature.txt").write_text(signature.to_text())
-    binaries = [staging / n for n in ("model.so", "libkiln_runtime.so", "kiln_run",
-                                      "libtvm_runtime.so", "libtvm_ffi.so")]
+    flags = required_cpu_flags(spec.to_dict())
+    fallback = FALLBACK_LIBRARY if (staging / FALLBACK_LIBRARY).exists() else None
+    text = signature.to_text()
+    text += f"requires {' '.join(flags)}\n" if flags else ""
+    text += f"fallback {fallback}\n" if fallback else ""
+    (staging / "signature.txt").write_text(text)
+    binaries = [p for p in staging.iterdir() if p.suffix == ".so" or p.name == "kiln_run"]
     from kiln.codegen.runtime_bundle import TVM_LIBS
 
     return {"kind": "tvm", "abi_version": 1, "library": "libkiln_runtime.so",
             "runner": "kiln_run", "header": "kiln_runtime.h", "model_library": "model.so",
+            "fallback_library": fallback, "requires_cpu_flags": flags,
             "tvm_libraries": list(TVM_LIBS), "min_glibc": glibc_needed(binaries),
             "footprint_bytes": sum((staging / n).stat().st_size for n in (
                 "libkiln_runtime.so", "kiln_run", *TVM_LIBS))}

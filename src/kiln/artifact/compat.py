@@ -40,22 +40,48 @@ def _host_cpu_flags() -> set[str]:
     return set()
 
 
-def native_problem(spec: dict) -> str | None:
-    """Why this host cannot run an artifact for ``spec`` natively, or None if it can."""
+#: The x86_64 baseline of the portable fallback library built beside code for newer CPUs.
+FALLBACK_MCPU = "x86-64-v2"
+
+
+def required_cpu_flags(spec: dict) -> list[str]:
+    """/proc/cpuinfo flags that code built for ``spec`` may use (x86_64 only)."""
+    if spec.get("arch") != "x86_64":
+        return []
+    flags = set(_X86_FLAGS.get(spec.get("mcpu") or "", set()))
+    flags |= {a[1:].lower().replace(".", "_") for a in spec.get("mattr") or () if a.startswith("+")}
+    return sorted(flags)
+
+
+def needs_fallback(spec: dict) -> bool:
+    """True when the target's x86 code needs more than the portable baseline."""
+    return bool(set(required_cpu_flags(spec)) - _X86_FLAGS[FALLBACK_MCPU])
+
+
+def missing_cpu_flags(spec: dict) -> list[str]:
+    return sorted(set(required_cpu_flags(spec)) - _host_cpu_flags())
+
+
+def native_problem(spec: dict, *, fallback: bool = False) -> str | None:
+    """Why this host cannot run an artifact for ``spec`` natively, or None if it can.
+
+    With ``fallback`` (the artifact carries a portable library), missing CPU features are
+    not a problem: the runtime loads the fallback instead.
+    """
     if spec.get("os") != "linux" or platform.system() != "Linux":
         return f"built for {spec.get('os')}, this host runs {platform.system()}"
     if spec.get("arch") != host_arch():
         return f"built for {spec.get('arch')}, this host is {host_arch()}"
-    if spec.get("arch") == "x86_64":
-        missing = _X86_FLAGS.get(spec.get("mcpu") or "", set()) - _host_cpu_flags()
-        if missing:
-            return f"built for {spec.get('mcpu')}, this CPU lacks {', '.join(sorted(missing))}"
+    missing = missing_cpu_flags(spec)
+    if missing and not fallback:
+        return f"built for {spec.get('mcpu')}, this CPU lacks {', '.join(missing)}"
     return None
 
 
-def check_native(spec: dict, *, device: str = "cpu", accelerator: str | None = None) -> None:
+def check_native(spec: dict, *, device: str = "cpu", accelerator: str | None = None,
+                 fallback: bool = False) -> None:
     """Raise ``target_mismatch`` unless this host can run the artifact on ``device``."""
-    problem = native_problem(spec)
+    problem = native_problem(spec, fallback=fallback)
     if problem is None and device == "gpu" and accelerator != "nvidia":
         problem = "the artifact has no GPU code"
     if problem is None and device == "cpu" and accelerator == "nvidia":

@@ -39,8 +39,8 @@ def check_buildable(spec: TargetSpec) -> None:
 
 
 def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOptions,
-                  out_dir: Path) -> CompiledModel:
-    """Compile ``imported`` for ``spec`` into ``out_dir/model.so``."""
+                  out_dir: Path, *, name: str = "model.so") -> CompiledModel:
+    """Compile ``imported`` for ``spec`` into ``out_dir/name``."""
     check_buildable(spec)
     import tvm
     from tvm import relax
@@ -63,7 +63,7 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
         raise KilnError("compile_failed", f"TVM failed to compile the model for {spec.name}: "
                         f"{_last_line(exc)}", hint="run with KILN_DEBUG=1 for the full trace",
                         details=str(exc)) from None
-    library = out_dir / "model.so"
+    library = out_dir / name
     linker = ZigSharedLinker(spec.arch, spec.triple, tvm_runtime_libs(spec.arch))
     try:
         executable.export_library(str(library), fcompile=linker)

@@ -183,6 +183,9 @@ int main(int argc, char** argv) {
   kiln_model* m = NULL;
   if (kiln_model_create(argv[1], &m) != 0) return fail("loading the model");
   double load_ms = now_ms() - t0;
+  if (strcmp(kiln_model_library(m), "model.so") != 0)
+    fprintf(stderr, "kiln_run: this CPU lacks features of model.so; using %s\n",
+            kiln_model_library(m));
   int rc = set_inputs(m, argc, argv);
   double* times = (double*)calloc((size_t)repeat, sizeof(double));
   for (int r = 0; rc == 0 && r < repeat; ++r) {

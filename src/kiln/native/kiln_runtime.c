@@ -32,6 +32,9 @@ struct kiln_model {
   TVMFFIObjectHandle* in_tensor;
   TVMFFIObjectHandle* out_tensor; /* results of the last run, NULL before */
   TVMFFIObjectHandle lib, vm, main_fn;
+  char* requires; /* "requires" line: CPU flags the primary library may use */
+  char* fallback; /* "fallback" line: a portable library for CPUs that lack them */
+  char* library;  /* the library actually loaded */
 };
 
 static __thread char g_error[4096];
@@ -112,6 +115,14 @@ static int parse_sig_line(char* line, tensor_info* t) {
   return 0;
 }
 
+static char* dup_line(const char* s) {
+  size_t len = strcspn(s, "\r\n");
+  char* out = (char*)malloc(len + 1);
+  memcpy(out, s, len);
+  out[len] = '\0';
+  return out;
+}
+
 static int read_signature(kiln_model* m, const char* dir) {
   char path[4096], line[8192];
   snprintf(path, sizeof(path), "%s/signature.txt", dir);
@@ -123,6 +134,8 @@ static int read_signature(kiln_model* m, const char* dir) {
   int cap_in = 0, cap_out = 0, ok = 0;
   if (!fgets(line, sizeof(line), f) || strncmp(line, "kiln-signature 1", 16) != 0) goto done;
   while (fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "requires ", 9) == 0 && !m->requires) m->requires = dup_line(line + 9);
+    if (strncmp(line, "fallback ", 9) == 0 && !m->fallback) m->fallback = dup_line(line + 9);
     int is_in = strncmp(line, "input ", 6) == 0, is_out = strncmp(line, "output ", 7) == 0;
     if (!is_in && !is_out) continue;
     int* n = is_in ? &m->n_in : &m->n_out;
@@ -193,17 +206,50 @@ static TVMFFIObjectHandle module_function(TVMFFIObjectHandle mod, const char* na
   return ret.v_obj;
 }
 
+/* Which model library this CPU can run: model.so, or the fallback when a flag is missing. */
+static int choose_library(kiln_model* m) {
+  char flags[8192] = " ", line[8192], missing[512] = "";
+  FILE* f = m->requires ? fopen("/proc/cpuinfo", "r") : NULL;
+  while (f && fgets(line, sizeof(line), f)) {
+    char* colon = strchr(line, ':');
+    if (strncmp(line, "flags", 5) == 0 && colon) {
+      snprintf(flags, sizeof(flags), " %.*s ", (int)strcspn(colon + 1, "\r\n"), colon + 1);
+      break;
+    }
+  }
+  if (f) fclose(f);
+  if (m->requires && f) {
+    char req[1024], *save = NULL;
+    snprintf(req, sizeof(req), "%s", m->requires);
+    for (char* tok = strtok_r(req, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+      char needle[128];
+      snprintf(needle, sizeof(needle), " %s ", tok);
+      if (!strstr(flags, needle)) {
+        strncat(missing, " ", sizeof(missing) - strlen(missing) - 1);
+        strncat(missing, tok, sizeof(missing) - strlen(missing) - 1);
+      }
+    }
+  }
+  if (missing[0] && !m->fallback) {
+    set_error("this CPU lacks%s, which the model library needs; recompile for this CPU", missing);
+    return -1;
+  }
+  m->library = dup_line(missing[0] ? m->fallback : "model.so");
+  return 0;
+}
+
 static int load_vm(kiln_model* m, const char* dir) {
   char path[4096];
+  if (choose_library(m) != 0) return -1;
   /* a path without '/' would go through the dlopen search path */
-  snprintf(path, sizeof(path), "%s%s/model.so", strchr(dir, '/') ? "" : "./", dir);
+  snprintf(path, sizeof(path), "%s%s/%s", strchr(dir, '/') ? "" : "./", dir, m->library);
   TVMFFIObjectHandle loader = get_global("ffi.ModuleLoadFromFile");
   if (!loader) return -1;
   TVMFFIAny arg, ret;
   memset(&arg, 0, sizeof(arg));
   arg.type_index = kTVMFFIRawStr;
   arg.v_c_str = path;
-  int rc = call(loader, &arg, 1, &ret, "loading model.so");
+  int rc = call(loader, &arg, 1, &ret, "loading the model library");
   TVMFFIObjectDecRef(loader);
   if (rc != 0) return -1;
   m->lib = ret.v_obj;
@@ -281,6 +327,9 @@ void kiln_model_destroy(kiln_model* m) {
   for (int i = 0; i < m->n_out; ++i) free(m->out[i].name);
   free(m->in);
   free(m->out);
+  free(m->requires);
+  free(m->fallback);
+  free(m->library);
   free(m->in_data);
   free(m->in_nbytes);
   free(m->in_managed);
@@ -290,6 +339,7 @@ void kiln_model_destroy(kiln_model* m) {
 }
 
 int kiln_model_num_inputs(const kiln_model* m) { return m->n_in; }
+const char* kiln_model_library(const kiln_model* m) { return m->library; }
 int kiln_model_num_outputs(const kiln_model* m) { return m->n_out; }
 
 static int check_index(int index, int n, const char* kind) {

@@ -31,6 +31,9 @@ int kiln_model_create(const char* dir, kiln_model** out);
 void kiln_model_destroy(kiln_model* model);
 
 int kiln_model_num_inputs(const kiln_model* model);
+/* File name of the model library in use: "model.so", or the portable fallback library
+ * when this CPU lacks a feature the primary one needs (see "requires" in signature.txt). */
+const char* kiln_model_library(const kiln_model* model);
 int kiln_model_num_outputs(const kiln_model* model);
 
 /* Name, dtype ("float32", "int64", ...) and shape of input/output `index`.

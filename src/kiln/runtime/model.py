@@ -30,6 +30,7 @@ _SIGNATURES = {
     "kiln_model_get_output": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t],
                               ctypes.c_int),
     "kiln_last_error": ([], ctypes.c_char_p),
+    "kiln_model_library": ([ctypes.c_void_p], ctypes.c_char_p),
 }
 
 
@@ -76,13 +77,16 @@ class Model:
         self.manifest = read_manifest(path)
         check_digests(path, self.manifest.files, exclude=(MANIFEST_NAME,))
         check_native(self.manifest.target["spec"], device=dev_type,
-                     accelerator=self.manifest.accelerator)
+                     accelerator=self.manifest.accelerator,
+                     fallback=bool(self.manifest.runtime.get("fallback_library")))
         self._lib = ctypes.CDLL(str(path.resolve() / self.manifest.runtime["library"]))
         _bind(self._lib)
         self._handle = ctypes.c_void_p()
         self._check(self._lib.kiln_model_create(str(path.resolve()).encode(),
                                                 ctypes.byref(self._handle)), "loading the model")
         self._finalizer = weakref.finalize(self, _destroy, self._lib, self._handle, tmp)
+        #: the model library in use: "model.so", or the portable fallback on an older CPU
+        self.library = self._lib.kiln_model_library(self._handle).decode()
         self._inputs = self.manifest.signature.inputs
         self._outputs = self.manifest.signature.outputs
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kiln.artifact.compat import native_problem
+from kiln.artifact.compat import host_arch, missing_cpu_flags, native_problem
 from kiln.errors import KilnError
 from kiln.signature import ModelSignature
 
@@ -37,9 +37,9 @@ def install_hint(arch: str) -> str:
             .strip())
 
 
-def emulator_for(spec: dict) -> list[str] | None:
+def emulator_for(spec: dict, *, fallback: bool = False) -> list[str] | None:
     """The command prefix that runs ``spec``'s binaries here; [] = natively; None = cannot."""
-    if native_problem(spec) is None:
+    if native_problem(spec, fallback=fallback) is None:
         return []
     arch = spec.get("arch", "")
     qemu = shutil.which(_QEMU.get(arch, f"qemu-{arch}"))
@@ -49,8 +49,16 @@ def emulator_for(spec: dict) -> list[str] | None:
     return [qemu, "-L", str(sysroot)]
 
 
+def has_fallback(folder: Path) -> bool:
+    """Does the unpacked artifact carry a portable fallback library? (see signature.txt)"""
+    sig = folder / "signature.txt"
+    return sig.exists() and any(ln.startswith("fallback ") for ln in sig.read_text().splitlines())
+
+
 def why_not_runnable(spec: dict) -> str:
     arch = spec.get("arch", "")
+    if arch == host_arch() and native_problem(spec):
+        return native_problem(spec)
     if spec.get("os") != "linux":
         return f"no emulator for {spec.get('os')} binaries"
     if shutil.which(_QEMU.get(arch, f"qemu-{arch}")) is None:
@@ -61,7 +69,7 @@ def why_not_runnable(spec: dict) -> str:
 def run_folder(folder: Path, spec: dict, signature: ModelSignature,
                inputs: dict[str, np.ndarray], *, repeat: int = 1) -> RunResult:
     """Run ``folder/kiln_run`` on ``inputs`` and read its outputs back."""
-    prefix = emulator_for(spec)
+    prefix = emulator_for(spec, fallback=has_fallback(folder))
     if prefix is None:
         raise KilnError("emulator_missing", f"cannot run a {spec.get('arch')} artifact here: "
                         f"{why_not_runnable(spec)}", hint=install_hint(spec.get("arch", "")))
@@ -87,4 +95,7 @@ def run_folder(folder: Path, spec: dict, signature: ModelSignature,
                    for i in range(len(signature.outputs))]
     match = re.search(r"run median ([0-9.]+) ms", proc.stderr)
     mode = "native" if not prefix else f"{Path(prefix[0]).name} -L {prefix[2]}"
+    used = re.search(r"using (\S+)", proc.stderr)
+    if used:
+        mode += f", portable {used.group(1)} (this CPU lacks {', '.join(missing_cpu_flags(spec))})"
     return RunResult(outputs, mode, float(match.group(1)) if match else None)

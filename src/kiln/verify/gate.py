@@ -10,7 +10,7 @@ from kiln.errors import KilnError
 from kiln.importers.base import ImportedModel
 from kiln.options import CompileOptions
 from kiln.verify.compare import compare
-from kiln.verify.emulate import emulator_for, run_folder, why_not_runnable
+from kiln.verify.emulate import emulator_for, has_fallback, run_folder, why_not_runnable
 from kiln.verify.inputs import seeded_inputs
 from kiln.verify.reference import run_reference
 
@@ -24,7 +24,7 @@ def accuracy_gate(folder: Path, spec: dict, imported: ImportedModel, options: Co
     """
     if not options.verify:
         return {"verified": False, "reason": "verification was turned off (--no-verify)"}
-    if emulator_for(spec) is None:
+    if emulator_for(spec, fallback=has_fallback(folder)) is None:
         return {"verified": False, "reason": why_not_runnable(spec)}
     inputs = sample_inputs if sample_inputs is not None else seeded_inputs(imported.signature,
                                                                            options.seed)
