@@ -202,7 +202,8 @@ def test_non_tar_artifact(tmp_path, not_a_tar, command):
     assert not (tmp_path / "o.npz").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: unpack() embeds tarfile's multi-line ReadError "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="src bug: unpack() embeds tarfile's multi-line ReadError "
                    "text ('file could not be opened successfully:\\n- method gz: ...') in the "
                    "invalid_artifact message, so the CLI prints several lines")
 @pytest.mark.parametrize("command", ["run", "inspect"])

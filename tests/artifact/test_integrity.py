@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 
 import kiln
 from kiln.artifact import MANIFEST_NAME, unpack
+from kiln.artifact.compat import host_arch
 from kiln.errors import ERROR_CODES, KilnError
 from kiln.examples.models import cnn
 
@@ -53,7 +55,7 @@ def _edit_manifest(folder: Path, edit) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-# ---- (a) the intact artifact ----------------------------------------------------------------------
+# ---- (a) the intact artifact --------------------------------------------------------------------
 def test_loads_and_agrees_with_onnxruntime(built):
     import onnxruntime as ort
 
@@ -115,11 +117,12 @@ def test_deleted_signature(folder):
     assert "signature.txt is missing" in err.message
 
 
-# ---- (e)-(g) the manifest --------------------------------------------------------------------------
+# ---- (e)-(g) the manifest -----------------------------------------------------------------------
 def test_other_arch_is_a_target_mismatch(folder):
-    _edit_manifest(folder, lambda d: d["target"]["spec"].__setitem__("arch", "aarch64"))
+    other = "x86_64" if host_arch() == "aarch64" else "aarch64"
+    _edit_manifest(folder, lambda d: d["target"]["spec"].__setitem__("arch", other))
     err = _load_error(folder, "target_mismatch")
-    assert "aarch64" in err.message
+    assert other in err.message
     assert "kiln run" in err.hint
 
 
@@ -144,7 +147,40 @@ def test_missing_artifact(tmp_path):
     _load_error(tmp_path / "nope.tar.gz", "file_not_found")
 
 
-# ---- (h) a tampered archive through the CLI ---------------------------------------------------------
+@pytest.mark.xfail(strict=True, raises=KeyError,
+                   reason="src bug: Manifest.from_dict does not check target.spec; "
+                   "kiln.load raises a bare KeyError('spec') (CLI: internal_error, exit 70)")
+def test_manifest_target_without_spec(folder):
+    _edit_manifest(folder, lambda d: d.__setitem__("target", {}))
+    _load_error(folder, "invalid_artifact")
+
+
+# ---- kiln.load of a .tar.gz unpacks into a temporary folder: it must not be left behind ---------
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+def test_temp_folder_removed_on_close(built, private_tmp):
+    model = kiln.load(built[1].artifact)
+    assert len(list(private_tmp.iterdir())) == 1
+    model.close()
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="src bug: Model.__init__ removes its temporary folder only "
+                   "when unpack fails, not when read_manifest/check_digests/check_native fail")
+def test_temp_folder_removed_when_load_fails(folder, tmp_path, private_tmp):
+    (folder / "extra.bin").write_bytes(b"x")
+    _load_error(_repack(folder, tmp_path / "bad.tar.gz"), "artifact_corrupt")
+    assert list(private_tmp.iterdir()) == []
+
+
+# ---- (h) a tampered archive through the CLI -----------------------------------------------------
 def _repack(folder: Path, output: Path) -> Path:
     with tarfile.open(output, "w:gz") as tar:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):

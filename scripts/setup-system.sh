@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System packages Kiln needs to *run* aarch64 artifacts on an x86_64 machine: qemu-user and the
+# aarch64 C/C++ runtime libraries it loads (Debian/Ubuntu names). Compiling needs none of them.
+set -euo pipefail
+need=()
+command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+[ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ] || need+=(libc6-arm64-cross libgcc-s1-arm64-cross)
+[ -e /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ] || need+=(libstdc++6-arm64-cross)
+[ ${#need[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "kiln: please install qemu-user and an aarch64 sysroot (${need[*]}) with your package manager" >&2
+  exit 1
+fi
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
