@@ -19,11 +19,11 @@ def load_onnx(path: Path):
     """Read and check an ONNX file; any failure is ``invalid_model``."""
     import onnx
 
-    data = path.read_bytes()
-    if not data:
+    if path.stat().st_size == 0:
         raise KilnError("invalid_model", f"{path} is empty", hint="give an .onnx file")
     try:
-        model = onnx.load_from_string(data)
+        # by path, so that tensors stored as external data beside the file are found
+        model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise KilnError("invalid_model", f"{path} is not an ONNX model (or is truncated): "
                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
