@@ -93,3 +93,28 @@ def test_ml_c5_artifact_has_avx512_code_and_portable_fallback(model_dir, tmp_pat
     assert "requires " in sig and "avx512f" in sig and "fallback model.fallback.so" in sig
     # EVEX-encoded (AVX-512) instructions start with 0x62; the portable twin differs.
     assert primary != portable
+
+
+@requires_qemu
+@pytest.mark.parametrize("mcpu", ["cortex-a53", "cortex-a57", "cortex-a76", "neoverse-n1",
+                                  "neoverse-v1"])
+def test_named_aarch64_cpus(model_dir, tmp_path, mcpu):
+    artifact = tmp_path / "a.tar.gz"
+    res = run_kiln("compile", model_dir / "mlp.onnx", "--platform", "LINUX/ARM64",
+                   "--compiler-options", json.dumps({"mcpu": mcpu}), "-o", artifact)
+    assert res.returncode == 0, res.stderr
+    manifest = _manifest(artifact)
+    assert manifest["target"]["tvm_target"]["mcpu"] == mcpu
+    assert manifest["compiler_options"] == {"mcpu": mcpu}
+    ver = manifest["verification"]
+    assert ver["verified"] and ver["passed"] and "qemu-aarch64" in ver["mode"]
+
+
+def test_named_x86_cpu_via_compiler_options(model_dir, tmp_path):
+    artifact = tmp_path / "a.tar.gz"
+    res = run_kiln("compile", model_dir / "mlp.onnx", "--platform", "LINUX/X86_64",
+                   "--compiler-options", '{"mcpu": "skylake-avx512"}', "-o", artifact)
+    assert res.returncode == 0, res.stderr
+    manifest = _manifest(artifact)
+    assert manifest["target"]["tvm_target"]["mcpu"] == "skylake-avx512"
+    assert manifest["verification"]["passed"]
