@@ -40,9 +40,11 @@ def zig_cc(arch: str, args: list[str], *, what: str, cwd: Path | None = None) ->
         raise KilnError("toolchain_failed", f"{what}: cannot run zig: {exc}",
                         hint="pip install ziglang==0.17.1") from None
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        lines = proc.stderr.strip().splitlines()
+        first = next((ln for ln in lines if "error" in ln), lines[-1] if lines else "")
+        tail = "\n".join(lines[-15:])
         raise KilnError("toolchain_failed", f"{what}: zig cc exited with {proc.returncode}: "
-                        f"{tail.splitlines()[-1] if tail else ''}",
+                        f"{first[:400]}",
                         hint="run with KILN_DEBUG=1 to see the whole command",
                         details=f"$ {' '.join(cmd)}\n{tail}")
 

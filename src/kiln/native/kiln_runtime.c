@@ -3,8 +3,10 @@
  * tvm-ffi (tvm/ffi/c_api.h) so that it needs no C++ standard library of its own: it links
  * against libtvm_ffi.so and libtvm_runtime.so from the runtime bundle and nothing else.
  */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include "kiln_runtime.h"
 
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,7 +298,19 @@ static int make_inputs(kiln_model* m) {
   return 0;
 }
 
+/* TVM's thread pool defaults to half the cores; use every core this process may run on,
+ * unless the user chose (TVM_NUM_THREADS or OMP_NUM_THREADS). */
+static void default_thread_count(void) {
+  if (getenv("TVM_NUM_THREADS") || getenv("OMP_NUM_THREADS")) return;
+  cpu_set_t set;
+  int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  char buf[16];
+  snprintf(buf, sizeof(buf), "%d", n > 0 ? n : 1);
+  setenv("TVM_NUM_THREADS", buf, 0);
+}
+
 int kiln_model_create(const char* dir, kiln_model** out) {
+  default_thread_count();
   kiln_model* m = (kiln_model*)calloc(1, sizeof(kiln_model));
   *out = NULL;
   if (read_signature(m, dir) != 0 || make_inputs(m) != 0 || load_vm(m, dir) != 0) {

@@ -26,7 +26,8 @@ extern "C" {
 
 typedef struct kiln_model kiln_model;
 
-/* Load the artifact unpacked in `dir`. */
+/* Load the artifact unpacked in `dir`. Sets TVM_NUM_THREADS to the CPUs this process may use
+ * unless TVM_NUM_THREADS or OMP_NUM_THREADS is already set. */
 int kiln_model_create(const char* dir, kiln_model** out);
 void kiln_model_destroy(kiln_model* model);
 
