@@ -147,9 +147,6 @@ def test_missing_artifact(tmp_path):
     _load_error(tmp_path / "nope.tar.gz", "file_not_found")
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="src bug: Manifest.from_dict does not check target.spec; "
-                   "kiln.load raises a bare KeyError('spec') (CLI: internal_error, exit 70)")
 def test_manifest_target_without_spec(folder):
     _edit_manifest(folder, lambda d: d.__setitem__("target", {}))
     _load_error(folder, "invalid_artifact")
@@ -171,9 +168,6 @@ def test_temp_folder_removed_on_close(built, private_tmp):
     assert list(private_tmp.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="src bug: Model.__init__ removes its temporary folder only "
-                   "when unpack fails, not when read_manifest/check_digests/check_native fail")
 def test_temp_folder_removed_when_load_fails(folder, tmp_path, private_tmp):
     (folder / "extra.bin").write_bytes(b"x")
     _load_error(_repack(folder, tmp_path / "bad.tar.gz"), "artifact_corrupt")

@@ -8,7 +8,9 @@ outside the destination, and nothing at all when a check fails.
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from kiln.errors import KilnError
@@ -52,13 +54,14 @@ def unpack(archive: Path, dest: Path) -> Path:
     try:
         tar = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise KilnError("invalid_artifact", f"{archive} is not a tar.gz artifact: {exc}",
-                        hint="give a file written by `kiln compile`") from None
+        raise KilnError("invalid_artifact", f"{archive} is not a tar.gz artifact: "
+                        f"{_first_line(exc)}", hint="give a file written by `kiln compile`") from None
     with tar:
         try:
             members = tar.getmembers()
         except (tarfile.TarError, EOFError, OSError, io.UnsupportedOperation) as exc:
-            raise KilnError("invalid_artifact", f"{archive} is truncated or damaged: {exc}",
+            raise KilnError("invalid_artifact", f"{archive} is truncated or damaged: "
+                            f"{_first_line(exc)}",
                             hint="fetch the artifact again") from None
         problems = [p for p in map(_check_member, members) if p]
         if problems:
@@ -71,9 +74,20 @@ def unpack(archive: Path, dest: Path) -> Path:
                             f"{len(members)} members, past the limit of {MAX_EXPANDED_BYTES} bytes "
                             f"/ {MAX_MEMBERS} members", hint="nothing was written")
         dest.mkdir(parents=True, exist_ok=True)
+        # extract beside dest first, so that a failure half-way leaves nothing behind
+        staging = Path(tempfile.mkdtemp(prefix=".kiln-unpack-", dir=dest.parent))
         try:
-            tar.extractall(dest, filter="data")
+            tar.extractall(staging, filter="data")
+            for entry in staging.iterdir():
+                entry.rename(dest / entry.name)
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise KilnError("invalid_artifact", f"{archive} could not be extracted: {exc}",
-                            hint="fetch the artifact again") from None
+            raise KilnError("invalid_artifact", f"{archive} could not be extracted: "
+                            f"{_first_line(exc)}", hint="fetch the artifact again") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

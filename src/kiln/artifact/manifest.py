@@ -60,12 +60,25 @@ class Manifest:
                             f"supported (this Kiln reads schema {SCHEMA_VERSION})",
                             hint="use the Kiln version that built the artifact, or recompile")
         try:
+            _require(d, "target", dict, ("name", "fingerprint", "spec"))
+            _require(d["target"], "spec", dict, ("os", "arch"))
+            _require(d, "runtime", dict, ("library", "runner"))
+            _require(d, "files", dict, ())
             sig = ModelSignature.from_dict({"inputs": d["inputs"], "outputs": d["outputs"]})
             keys = [k for k in cls.__dataclass_fields__ if k != "signature"]
             return cls(signature=sig, **{k: d[k] for k in keys if k in d})
         except (KeyError, TypeError, ValueError) as exc:
             raise KilnError("invalid_artifact", f"manifest.json is malformed: {exc!r}",
                             hint="the artifact is damaged; compile it again") from None
+
+
+def _require(d: dict, key: str, kind: type, fields: tuple[str, ...]) -> None:
+    value = d.get(key)
+    if not isinstance(value, kind):
+        raise KeyError(f"{key} must be a {kind.__name__}")
+    missing = [f for f in fields if f not in value]
+    if missing:
+        raise KeyError(f"{key} lacks {', '.join(missing)}")
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -61,18 +61,19 @@ class Model:
 
     def __init__(self, path: str | Path, dev_type: str = "cpu", dev_id: int = 0) -> None:
         path = Path(path)
-        tmp = None
         if not path.exists():
             raise KilnError("file_not_found", f"artifact {str(path)!r} does not exist",
                             hint="give the .tar.gz written by `kiln compile`")
-        if path.is_file():
-            tmp = tempfile.mkdtemp(prefix="kiln-model-")
-            try:
-                unpack(path, Path(tmp))
-            except KilnError:
+        tmp = tempfile.mkdtemp(prefix="kiln-model-") if path.is_file() else None
+        try:
+            self._open(unpack(path, Path(tmp)) if tmp else path, dev_type)
+        except BaseException:
+            if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            path = Path(tmp)
+            raise
+        self._finalizer = weakref.finalize(self, _destroy, self._lib, self._handle, tmp)
+
+    def _open(self, path: Path, dev_type: str) -> None:
         self._dir = path
         self.manifest = read_manifest(path)
         check_digests(path, self.manifest.files, exclude=(MANIFEST_NAME,))
@@ -84,7 +85,6 @@ class Model:
         self._handle = ctypes.c_void_p()
         self._check(self._lib.kiln_model_create(str(path.resolve()).encode(),
                                                 ctypes.byref(self._handle)), "loading the model")
-        self._finalizer = weakref.finalize(self, _destroy, self._lib, self._handle, tmp)
         #: the model library in use: "model.so", or the portable fallback on an older CPU
         self.library = self._lib.kiln_model_library(self._handle).decode()
         self._inputs = self.manifest.signature.inputs
