@@ -59,7 +59,7 @@ def compile_model(model: str | Path, *, target: str | None = None, platform: str
         if needs_fallback(spec.to_dict()):
             # Code for a newer x86 CPU (AVX2, AVX-512) gets a portable twin, so the artifact
             # still runs (slower) on an older CPU instead of dying on an illegal instruction.
-            portable = dataclasses.replace(spec, mcpu=FALLBACK_MCPU, mattr=())
+            portable = dataclasses.replace(spec, mcpu=FALLBACK_MCPU, mattr=(), simd="sse4.2")
             build_library(imported, portable, options, staging, name=FALLBACK_LIBRARY)
         step("bundle")
         runtime = _write_bundle(staging, spec, imported.signature)

@@ -41,7 +41,8 @@ class CompileOptions:
     input_shapes : tuple of (name, shape) pairs, optional
         Neo's DataInputConfig; overrides the shapes stored in the model.
     opt_level : int
-        0 builds with TVM's plain pipeline, 1 and up fuse operators.
+        0: TVM's plain pipeline; 1: operator fusion; 2 (default): fusion and Kiln's
+        default CPU schedules (parallel, vectorized, register-tiled).
     verify : bool
         Run the artifact and compare it with the reference (the accuracy gate).
     tolerance : Tolerance
@@ -51,7 +52,7 @@ class CompileOptions:
     """
 
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
-    opt_level: int = 1
+    opt_level: int = 2
     verify: bool = True
     tolerance: Tolerance = field(default_factory=Tolerance)
     seed: int = 0

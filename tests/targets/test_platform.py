@@ -18,7 +18,7 @@ def _error(text):
 def test_linux_x86_64_is_verified():
     spec = parse_platform("LINUX/X86_64")
     assert (spec.name, spec.os, spec.arch, spec.status) == ("linux_x86_64", "linux", "x86_64", "verified")
-    assert spec.tvm_target() == {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v2"}
+    assert spec.tvm_target() == {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"}
     assert spec.neo is False and spec.reason
 
 

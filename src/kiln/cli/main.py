@@ -36,7 +36,8 @@ def compile_cmd(
                                                           "accuracy gate")] = None,
     atol: Annotated[Optional[float], typer.Option(help="accuracy gate: max abs error")] = None,
     rtol: Annotated[Optional[float], typer.Option(help="accuracy gate: max rel error")] = None,
-    opt_level: Annotated[int, typer.Option(help="0: no fusion, 1+: fused pipeline")] = 1,
+    opt_level: Annotated[int, typer.Option(help="0: TVM's plain pipeline, 1: fusion, "
+                                           "2: fusion + default CPU schedules")] = 2,
     verify: Annotated[bool, typer.Option(help="run the accuracy gate")] = True,
 ) -> None:
     """Compile MODEL into a self-describing artifact for one target, and verify it."""

@@ -43,7 +43,8 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
     """Compile ``imported`` for ``spec`` into ``out_dir/name``."""
     check_buildable(spec)
     import tvm
-    from tvm import relax
+
+    from kiln.optimize.pipeline import PIPELINES, cpu_pipeline
 
     target_dict = spec.tvm_target()
     try:
@@ -52,10 +53,8 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
         raise KilnError("invalid_compiler_options", f"TVM rejects the target {target_dict}: "
                         f"{str(exc).strip().splitlines()[-1]}",
                         hint="check mcpu/mattr in --compiler-options") from None
-    # A pipeline *name* lets tvm.compile pick the target's backend pipeline; passing a Pass
-    # object silently skips target-specific scheduling (spike-cross.md §3.6).
-    pipeline = "default" if options.opt_level == 0 else relax.get_default_pipeline(target)
-    pipeline_name = "default" if options.opt_level == 0 else "fused"
+    pipeline = cpu_pipeline(target, opt_level=options.opt_level, simd=spec.simd)
+    pipeline_name = PIPELINES[min(options.opt_level, 2)]
     try:
         with target:
             executable = tvm.compile(imported.mod, target, relax_pipeline=pipeline)

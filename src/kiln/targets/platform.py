@@ -27,7 +27,9 @@ FORMS = "OS/ARCH or OS/ARCH/ACCELERATOR, e.g. LINUX/ARM64, LINUX/X86_64/NVIDIA, 
 
 # Arch -> (arch, mcpu, mattr, simd): generic CPUs every device of that Arch has.
 _CPU = {
-    "X86_64": ("x86_64", "x86-64-v2", (), "sse4.2"),
+    # x86-64-v3 (AVX2 + FMA: Haswell and Zen onwards); artifacts also carry an x86-64-v2 build
+    # that older CPUs load instead (see kiln.artifact.compat.needs_fallback)
+    "X86_64": ("x86_64", "x86-64-v3", (), "avx2"),
     "X86": ("x86", None, (), None),
     "ARM64": ("aarch64", "generic", ("+neon",), "neon"),
     "ARM_EABIHF": ("armv7", "generic", ("+neon",), "neon"),
@@ -124,5 +126,6 @@ def _status(os_value: str, arch_value: str, accel: str | None) -> tuple[str, str
     if reasons:
         return "unsupported", "; ".join(reasons)
     if arch_value == "X86_64":
-        return "verified", "generic x86-64-v2 CPU code; Kiln compiles it and runs it natively on x86_64"
+        return "verified", ("generic x86-64-v3 (AVX2) CPU code with an x86-64-v2 twin for older "
+                            "CPUs; Kiln compiles it and runs it natively on x86_64")
     return "verified", "generic ARMv8-A CPU code; Kiln compiles it and runs it under qemu-aarch64"

@@ -1,0 +1,1 @@
+"""Optimization passes: the default CPU schedules (no tuning needed)."""

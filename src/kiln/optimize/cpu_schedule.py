@@ -1,0 +1,240 @@
+"""Default CPU schedules, applied to every CPU compile (no tuning, no measurement).
+
+TVM 0.27 lowers Relax on ``llvm`` targets to plain loop nests: one thread, no tiling, no
+explicit vectorization. This pass gives every fused PrimFunc a schedule from three rules:
+
+* **tiled reduction** (matmul, batch matmul, dense, conv2d of every kind): the output is
+  accumulated in a register tile of ``U`` rows (an axis the vector operand does not use: the
+  rows of A, the output channels of a conv) by ``V`` vector lanes (the contiguous last output
+  axis), the reduction runs outside that tile, the other output axes are fused into one
+  parallel loop, and elementwise epilogues (bias, activation, residual) are fused into the
+  write-back of the tile;
+* **row reduction** (softmax, layer norm, mean, pooling): parallel over the output rows;
+* **injective** (elementwise, broadcast, transpose, padding): all loops fused, split into a
+  parallel outer loop and a vectorized inner loop.
+
+A rule that does not apply leaves its block as it was, so the result is never worse than
+TVM's default; every schedule primitive is semantics-preserving (TVM checks each one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import s_tir, tirx
+
+
+@dataclass(frozen=True)
+class CPUScheduleConfig:
+    vector_lanes: int = 8      # float32 lanes of the target's SIMD registers
+    tile_rows: int = 4         # U: accumulator rows per tile
+    min_parallel: int = 2      # do not parallelize loops shorter than this
+
+
+def lanes_for(simd: str | None) -> int:
+    """float32 lanes per vector register for a TargetSpec ``simd`` value."""
+    return {"avx512": 16, "avx2": 8, "avx": 8, "sse4.2": 4, "neon": 4, "sve": 4}.get(simd or "", 4)
+
+
+def _int(x) -> int | None:
+    return int(x) if isinstance(x, (int, tirx.IntImm)) else None
+
+
+def _iter_kinds(block) -> list[str]:
+    return ["S" if iv.iter_type == tirx.IterVar.DataPar else "R" for iv in block.iter_vars]
+
+
+def _vars_in(expr) -> set:
+    return set(tirx.analysis.undefined_vars(expr))
+
+
+def _divisor(extent: int | None, wanted: int) -> int | None:
+    """The largest of wanted, wanted/2, ... >= 2 that divides ``extent``."""
+    f = wanted
+    while extent and f >= 2:
+        if extent % f == 0:
+            return f
+        f //= 2
+    return None
+
+
+class _Scheduler:
+    def __init__(self, func: tirx.PrimFunc, cfg: CPUScheduleConfig) -> None:
+        self.sch = s_tir.Schedule(func)
+        self.cfg = cfg
+
+    def blocks(self):
+        root = self.sch.get_sblock("root") if _has_root(self.sch) else None
+        return list(self.sch.get_child_blocks(root)) if root is not None else []
+
+    # ---- classification ---------------------------------------------------------------
+    def gemm_axes(self, blk) -> tuple[int, int | None] | None:
+        """(index of V iter, index of U iter) when ``blk`` is a tiled-reduction candidate."""
+        block = self.sch.get(blk)
+        kinds = _iter_kinds(block)
+        if "R" not in kinds or "S" not in kinds or len(block.reads) < 2:
+            return None
+        spatial = [i for i, k in enumerate(kinds) if k == "S"]
+        v = spatial[-1]
+        # the block's body indexes buffers with the block iter vars
+        v_var = block.iter_vars[v].var
+        vec_reads = [r for r in block.reads
+                     if r.region and v_var in _vars_in(r.region[-1].min)]
+        if not vec_reads:
+            return None
+        used_by_vec = set().union(*(_vars_in(rng.min) for r in vec_reads for rng in r.region))
+        candidates = [i for i in spatial[:-1] if block.iter_vars[i].var not in used_by_vec]
+        u = max(candidates, key=lambda i: _int(block.iter_vars[i].dom.extent) or 0, default=None)
+        return v, u
+
+    # ---- rules ------------------------------------------------------------------------
+    def tiled_reduction(self, blk, v: int, u: int | None) -> bool:
+        sch, cfg = self.sch, self.cfg
+        block = sch.get(blk)
+        kinds = _iter_kinds(block)
+        loops = sch.get_loops(blk)
+        if len(loops) != len(kinds):
+            return False
+        ext = [_int(block.iter_vars[i].dom.extent) for i in range(len(kinds))]
+        vf = _divisor(ext[v], cfg.vector_lanes)
+        if vf is None:
+            return False
+        wb = sch.cache_write(blk, 0, "local")
+        self._inline_epilogues(wb)
+        loops = sch.get_loops(blk)
+        vo, vi = sch.split(loops[v], [None, vf])
+        outer, inner = [], [vi]
+        uf = min(cfg.tile_rows, ext[u]) if u is not None and ext[u] else None
+        for i, lp in enumerate(loops):
+            if i == v:
+                outer.append(vo)
+            elif i == u and uf and uf > 1:
+                uo, ui = sch.split(lp, [None, uf])
+                outer.append(uo)
+                inner.insert(0, ui)
+            elif kinds[i] == "S":
+                outer.append(lp)
+        reds = [lp for i, lp in enumerate(loops) if kinds[i] == "R"]
+        sch.reorder(*outer, *reds, *inner)
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(fused)
+        sch.reverse_compute_at(wb, fused)
+        self._vectorize_innermost(wb)
+        if len(inner) == 2:
+            sch.unroll(inner[0])
+        sch.vectorize(inner[-1])
+        sch.decompose_reduction(blk, reds[0])
+        return True
+
+    def _inline_epilogues(self, wb) -> None:
+        """Fuse chains of elementwise consumers (bias, activation, residual) into ``wb``."""
+        while True:
+            consumers = self.sch.get_consumers(wb)
+            # a value read by two consumers must stay materialized (GELU reads x twice)
+            if len(consumers) != 1:
+                return
+            try:
+                self.sch.reverse_compute_inline(consumers[0])
+            except Exception:  # noqa: BLE001 - not inlinable: scheduled on its own
+                return
+
+    def _vectorize_innermost(self, blk) -> None:
+        loops = self.sch.get_loops(blk)
+        ext = _int(self.sch.get(loops[-1]).extent)
+        if ext and ext <= 64 and ext % 2 == 0:
+            self.sch.vectorize(loops[-1])
+
+    def row_reduction(self, blk) -> bool:
+        sch = self.sch
+        kinds = _iter_kinds(sch.get(blk))
+        loops = sch.get_loops(blk)
+        lead = []
+        for lp, k in zip(loops, kinds):
+            if k != "S":
+                break
+            lead.append(lp)
+        if not lead:
+            return False
+        fused = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+        ext = _int(sch.get(fused).extent)
+        if ext is None or ext >= self.cfg.min_parallel:
+            sch.parallel(fused)
+        return True
+
+    def injective(self, blk) -> bool:
+        sch, cfg = self.sch, self.cfg
+        loops = sch.get_loops(blk)
+        if not loops:
+            return False
+        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        ext = _int(sch.get(fused).extent)
+        vf = _divisor(ext, cfg.vector_lanes)
+        if vf and ext // vf >= cfg.min_parallel:
+            outer, inner = sch.split(fused, [None, vf])
+            sch.parallel(outer)
+            sch.vectorize(inner)
+        elif ext is None or ext >= cfg.min_parallel:
+            sch.parallel(fused)
+        return True
+
+    def _live(self):
+        """(name, block) of every root-level block that still exists."""
+        for name in [self.sch.get(b).name_hint for b in self.blocks()]:
+            try:
+                yield name, self.sch.get_sblock(name)
+            except Exception:  # noqa: BLE001 - inlined by an earlier rule
+                continue
+
+    def _try(self, rule, *args) -> bool:
+        snapshot = self.sch.copy()
+        try:
+            return bool(rule(*args))
+        except Exception:  # noqa: BLE001 - leave the block as it was
+            self.sch = snapshot
+            return False
+
+    def run(self) -> tirx.PrimFunc | None:
+        changed, done = False, set()
+        for name, blk in self._live():
+            axes = self.gemm_axes(blk)
+            if axes is not None and self._try(self.tiled_reduction, blk, *axes):
+                changed = True
+                done.add(name)
+        for name, blk in self._live():
+            if name in done or _is_scheduled_tile(self.sch, blk):
+                continue
+            kinds = _iter_kinds(self.sch.get(blk))
+            changed |= self._try(self.row_reduction if "R" in kinds else self.injective, blk)
+        return self.sch.mod["main"] if changed else None
+
+
+def _has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _is_scheduled_tile(sch, blk) -> bool:
+    """Blocks already placed inside a parallel loop by the tiled-reduction rule."""
+    return any(sch.get(lp).kind == tirx.ForKind.PARALLEL for lp in sch.get_loops(blk))
+
+
+def schedule_cpu(cfg: CPUScheduleConfig):
+    """A module pass applying the default CPU schedules to every unscheduled PrimFunc."""
+
+    @tvm.transform.module_pass(opt_level=0, name="KilnDefaultCPUSchedule")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updates = {}
+        for gv, func in mod.functions_items():
+            if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
+                new = _Scheduler(func, cfg).run()
+                if new is not None:
+                    updates[gv] = new.with_attr("tirx.is_scheduled", True)
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod
+
+    return _pass
