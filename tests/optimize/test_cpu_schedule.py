@@ -1,0 +1,132 @@
+"""Kiln's default CPU schedules: each op family compiles to parallel, vectorized code and
+still agrees with onnxruntime (x86_64 natively; aarch64 under qemu in the e2e tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import kiln
+from kiln.options import CompileOptions
+from conftest import onnx_reference
+
+RNG = np.random.default_rng(11)
+
+
+def _model(nodes, inputs, outputs, inits):
+    graph = helper.make_graph(nodes, "g", inputs, outputs,
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _f32(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _w(*shape):
+    return (RNG.standard_normal(shape) / np.sqrt(np.prod(shape[1:]) or 1)).astype(np.float32)
+
+
+CASES = {
+    "conv_1x1": lambda: _model([helper.make_node("Conv", ["x", "w", "b"], ["y"])],
+                               [_f32("x", [1, 16, 14, 14])], [_f32("y", [1, 32, 14, 14])],
+                               {"w": _w(32, 16, 1, 1), "b": _w(32)}),
+    "conv_grouped_strided": lambda: _model(
+        [helper.make_node("Conv", ["x", "w"], ["c"], group=4, strides=[2, 2], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])],
+        [_f32("x", [1, 16, 15, 15])], [_f32("y", [1, 16, 8, 8])], {"w": _w(16, 4, 3, 3)}),
+    "depthwise_odd_width": lambda: _model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=8, pads=[1, 1, 1, 1])],
+        [_f32("x", [1, 8, 7, 7])], [_f32("y", [1, 8, 7, 7])], {"w": _w(8, 1, 3, 3)}),
+    "batch_matmul_softmax": lambda: _model(
+        [helper.make_node("MatMul", ["x", "k"], ["s"]),
+         helper.make_node("Softmax", ["s"], ["y"], axis=-1)],
+        [_f32("x", [2, 4, 24, 16])], [_f32("y", [2, 4, 24, 24])], {"k": _w(2, 4, 16, 24)}),
+    "gemm_gelu_layernorm": lambda: _model(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1),
+         helper.make_node("Div", ["h", "sq2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+         helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["h", "e1"], ["g"]),
+         helper.make_node("LayerNormalization", ["g", "gamma", "beta"], ["y"], axis=-1)],
+        [_f32("x", [5, 40])], [_f32("y", [5, 48])],
+        {"w": _w(48, 40), "b": _w(48), "sq2": np.array(np.sqrt(2), np.float32),
+         "one": np.array(1.0, np.float32), "gamma": _w(48), "beta": _w(48)}),
+    "pool_mean": lambda: _model(
+        [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2]),
+         helper.make_node("AveragePool", ["p"], ["a"], kernel_shape=[2, 2]),
+         helper.make_node("ReduceMean", ["a"], ["y"], axes=[2, 3], keepdims=0)],
+        [_f32("x", [1, 6, 17, 17])], [_f32("y", [1, 6])], {}),
+}
+
+
+def _scheduled_funcs(onnx_model, simd="avx2"):
+    """The PrimFuncs after Kiln's CPU pipeline, as TVMScript text by name."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from kiln.optimize.cpu_schedule import CPUScheduleConfig, lanes_for, schedule_cpu
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
+    mod = from_onnx(onnx_model, keep_params_in_input=False)
+    with target:
+        mod = tvm.transform.Sequential([*cpu.legalize_passes(target)])(mod)
+        mod = schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd)))(mod)
+    return {gv.name_hint: f.script() for gv, f in mod.functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_scheduled_model_matches_onnxruntime(case, tmp_path):
+    path = tmp_path / f"{case}.onnx"
+    onnx.save(CASES[case](), path)
+    res = kiln.compile(path, platform="LINUX/X86_64", output=tmp_path / "a.tar.gz")
+    assert res.manifest.compile_options["pipeline"] == "fused+schedules"
+    model = kiln.load(res.artifact)
+    x = RNG.standard_normal(model.get_input_shapes()[0]).astype(np.float32)
+    got = model.run(x)[0]
+    np.testing.assert_allclose(got, onnx_reference(path, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_and_conv_get_parallel_vectorized_register_tiles():
+    funcs = _scheduled_funcs(CASES["conv_1x1"]())
+    conv = next(t for n, t in funcs.items() if "conv2d" in n)
+    assert "T.parallel" in conv and "T.vectorized(T.int64(" in conv
+    assert 'scope="local"' in conv            # accumulator tile
+    assert "T.unroll" in conv                 # U rows of the tile
+    assert 'T.sblock("conv2d_nchw_init")' in conv and 'T.sblock("conv2d_nchw_update")' in conv
+    assert 'T.sblock("T_add")' not in conv   # the bias is fused into the tile's write-back
+    funcs = _scheduled_funcs(CASES["gemm_gelu_layernorm"]())
+    gemm = next(t for n, t in funcs.items() if "matmul" in n)
+    assert "T.parallel" in gemm and "T.vectorized" in gemm and "erf" in gemm
+
+
+def test_row_reductions_and_injective_ops_are_parallel():
+    funcs = _scheduled_funcs(CASES["batch_matmul_softmax"]())
+    softmax = next(t for n, t in funcs.items() if "softmax" in n)
+    assert softmax.count("T.parallel") >= 3   # max, exp-sum, normalize
+    funcs = _scheduled_funcs(CASES["pool_mean"]())
+    assert all("T.parallel" in t for t in funcs.values())
+
+
+def test_vector_width_follows_the_target_simd():
+    case = CASES["gemm_gelu_layernorm"]()   # 48 output columns
+    wide = next(t for n, t in _scheduled_funcs(case, simd="avx512").items() if "matmul" in n)
+    narrow = next(t for n, t in _scheduled_funcs(case, simd="neon").items() if "matmul" in n)
+    assert "T.vectorized(T.int64(16))" in wide and "T.vectorized(T.int64(16))" not in narrow
+    assert "T.vectorized(T.int64(4))" in narrow
+
+
+def test_opt_levels_agree(model_dir, tmp_path):
+    outs = []
+    x = np.load(model_dir / "transformer_block.x.npy")
+    for level in (0, 1, 2):
+        res = kiln.compile(model_dir / "transformer_block.onnx", platform="LINUX/X86_64",
+                           output=tmp_path / f"{level}.tar.gz",
+                           options=CompileOptions(opt_level=level))
+        outs.append(kiln.load(res.artifact).run(x)[0])
+    np.testing.assert_allclose(outs[0], outs[2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs[1], outs[2], rtol=1e-5, atol=1e-5)
