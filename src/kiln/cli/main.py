@@ -87,6 +87,28 @@ def inspect_cmd(
     inspect_artifact(artifact, as_json=as_json, console=out)
 
 
+@app.command("bench")
+def bench_cmd(
+    artifact: Annotated[Path, typer.Argument(help="artifact .tar.gz or folder (for this host)")],
+    repeat: Annotated[int, typer.Option(help="timed runs")] = 50,
+    warmup: Annotated[int, typer.Option(help="untimed runs first")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Latency p50/p90/p99, throughput, load time and peak memory of ARTIFACT on this host."""
+    from kiln.bench import bench_artifact
+
+    r = bench_artifact(artifact, warmup=warmup, repeat=repeat)
+    if as_json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return
+    lat = r.latency
+    out.print(f"{r.artifact} ({r.target}), batch {r.batch}, threads: {r.threads}", highlight=False)
+    out.print(f"latency p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f} ms  p99 "
+              f"{lat['p99_ms']:.3f} ms  ({lat['runs']} runs after {warmup} warm-up)", highlight=False)
+    out.print(f"throughput {lat['throughput_per_s']:.1f}/s  load {r.load_ms:.1f} ms  peak RSS "
+              f"{r.peak_rss_mb:.1f} MB", highlight=False)
+
+
 @app.command("targets")
 def targets_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,

@@ -50,13 +50,15 @@ def _vars_in(expr) -> set:
 
 
 def _divisor(extent: int | None, wanted: int) -> int | None:
-    """The largest of wanted, wanted/2, ... >= 2 that divides ``extent``."""
-    f = wanted
-    while extent and f >= 2:
-        if extent % f == 0:
-            return f
-        f //= 2
-    return None
+    """A vector length for a loop of ``extent``: ``wanted`` when it divides the extent, else
+    the largest divisor up to twice ``wanted`` (7 for a 7-wide feature map: LLVM splits odd
+    vectors into legal ones), else None."""
+    if not extent or extent < 2:
+        return None
+    if extent % wanted == 0:
+        return wanted
+    divisors = [d for d in range(2, min(extent, 2 * wanted) + 1) if extent % d == 0]
+    return max(divisors) if divisors else None
 
 
 class _Scheduler:

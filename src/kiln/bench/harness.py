@@ -1,0 +1,70 @@
+"""Time a callable: warm-up excluded, percentiles, throughput, load time and peak memory."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def measure(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 20) -> list[float]:
+    """Latencies of ``repeat`` calls in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def summarize(times_ms: list[float], batch: int = 1) -> dict:
+    t = np.asarray(times_ms)
+    p50 = float(np.percentile(t, 50))
+    return {"p50_ms": p50, "p90_ms": float(np.percentile(t, 90)),
+            "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()),
+            "min_ms": float(t.min()), "runs": len(t),
+            "throughput_per_s": batch * 1e3 / p50 if p50 > 0 else float("inf")}
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    artifact: str
+    target: str
+    threads: str
+    load_ms: float
+    peak_rss_mb: float
+    batch: int
+    latency: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_artifact(path: str | Path, *, warmup: int = 3, repeat: int = 50,
+                   seed: int = 0) -> BenchResult:
+    """Load an artifact for this machine and time ``run`` on seeded inputs."""
+    from kiln.runtime import load
+
+    start = time.perf_counter()
+    model = load(path)
+    load_ms = (time.perf_counter() - start) * 1e3
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for name, shape, dtype in zip(model.get_input_names(), model.get_input_shapes(),
+                                  model.get_input_dtypes()):
+        arr = rng.standard_normal(shape) if np.dtype(dtype).kind == "f" else rng.integers(0, 4, shape)
+        inputs[name] = arr.astype(dtype)
+    times = measure(lambda: model.run(inputs), warmup=warmup, repeat=repeat)
+    batch = model.get_input_shapes()[0][0] if model.get_input_shapes()[0] else 1
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return BenchResult(artifact=str(path), target=model.manifest.target["name"],
+                       threads=os.environ.get("TVM_NUM_THREADS", "all usable CPUs"),
+                       load_ms=load_ms, peak_rss_mb=peak_kb / 1024, batch=int(batch),
+                       latency=summarize(times, int(batch)))
