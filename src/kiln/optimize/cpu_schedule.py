@@ -71,8 +71,9 @@ class _Scheduler:
         return list(self.sch.get_child_blocks(root)) if root is not None else []
 
     # ---- classification ---------------------------------------------------------------
-    def gemm_axes(self, blk) -> tuple[int, int | None] | None:
-        """(index of V iter, index of U iter) when ``blk`` is a tiled-reduction candidate."""
+    def gemm_axes(self, blk) -> tuple[int, int | None, frozenset] | None:
+        """(index of V iter, index of U iter, indices of the iters the vector operand uses)
+        when ``blk`` is a tiled-reduction candidate."""
         block = self.sch.get(blk)
         kinds = _iter_kinds(block)
         if "R" not in kinds or "S" not in kinds or len(block.reads) < 2:
@@ -88,10 +89,11 @@ class _Scheduler:
         used_by_vec = set().union(*(_vars_in(rng.min) for r in vec_reads for rng in r.region))
         candidates = [i for i in spatial[:-1] if block.iter_vars[i].var not in used_by_vec]
         u = max(candidates, key=lambda i: _int(block.iter_vars[i].dom.extent) or 0, default=None)
-        return v, u
+        shared = frozenset(i for i in spatial if block.iter_vars[i].var in used_by_vec)
+        return v, u, shared
 
     # ---- rules ------------------------------------------------------------------------
-    def tiled_reduction(self, blk, v: int, u: int | None) -> bool:
+    def tiled_reduction(self, blk, v: int, u: int | None, shared: frozenset = frozenset()) -> bool:
         sch, cfg = self.sch, self.cfg
         block = sch.get(blk)
         kinds = _iter_kinds(block)
@@ -107,16 +109,21 @@ class _Scheduler:
         loops = sch.get_loops(blk)
         vo, vi = sch.split(loops[v], [None, vf])
         outer, inner = [], [vi]
-        uf = min(cfg.tile_rows, ext[u]) if u is not None and ext[u] else None
+        # rows of the register tile: a divisor of the extent, so that no predicate is needed
+        uf = max((d for d in range(1, 2 * cfg.tile_rows + 1) if ext[u] % d == 0), default=None) \
+            if u is not None and ext[u] else None
         for i, lp in enumerate(loops):
             if i == v:
-                outer.append(vo)
+                outer.append((0, vo))
             elif i == u and uf and uf > 1:
                 uo, ui = sch.split(lp, [None, uf])
-                outer.append(uo)
+                outer.append((1, uo))
                 inner.insert(0, ui)
             elif kinds[i] == "S":
-                outer.append(lp)
+                outer.append((0 if i in shared else 1, lp))
+        # axes of the vector operand (the weights of a conv in NHWC, B of a matmul) go
+        # outermost, so consecutive parallel iterations reuse its slice from cache
+        outer = [lp for _, lp in sorted(outer, key=lambda t: t[0])]
         reds = [lp for i, lp in enumerate(loops) if kinds[i] == "R"]
         sch.reorder(*outer, *reds, *inner)
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]

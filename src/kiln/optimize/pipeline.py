@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tvm
+from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
 from kiln.optimize.cpu_schedule import CPUScheduleConfig, lanes_for, schedule_cpu
@@ -19,14 +20,17 @@ def cpu_pipeline(target: tvm.target.Target, *, opt_level: int, simd: str | None)
     """
     if opt_level == 0:
         return "default"
-    passes_after_fusion = []
+    passes_before, passes_after_fusion = [], []
     if opt_level >= 2:
+        # NHWC activations with HWIO weights: the output channels become the contiguous axis
+        # that both the weights and the output are vectorized along (ORT's NCHWc, simplified)
+        passes_before.append(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}))
         passes_after_fusion.append(schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd))))
 
     @tvm.transform.module_pass(opt_level=0, name="KilnCPUPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         seq = tvm.transform.Sequential([
-            *cpu.library_dispatch_passes(target), *cpu.legalize_passes(target),
+            *passes_before, *cpu.library_dispatch_passes(target), *cpu.legalize_passes(target),
             *passes_after_fusion,
             *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)])
         return seq(mod)
