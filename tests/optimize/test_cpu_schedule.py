@@ -130,3 +130,23 @@ def test_opt_levels_agree(model_dir, tmp_path):
         outs.append(kiln.load(res.artifact).run(x)[0])
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(outs[1], outs[2], rtol=1e-5, atol=1e-5)
+
+
+def test_constant_weights_are_prepacked_at_compile_time(model_dir):
+    """Weights read along the vector axis get a tile-contiguous layout, computed once by
+    FoldConstant: main calls only *_prepacked kernels and no repacking at run time."""
+    import re
+
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from kiln.optimize.pipeline import _optimize_passes
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
+    mod = from_onnx(onnx.load(model_dir / "cnn.onnx"), keep_params_in_input=False)
+    with target:
+        out = tvm.transform.Sequential(_optimize_passes(target, opt_level=2, simd="avx2"))(mod)
+    calls = re.findall(r"call_tir\((?:cls\.)?(\w+),", out["main"].script())
+    convs = [c for c in calls if "conv2d" in c]   # (the 10-class head is one tile already)
+    assert convs and all(c.endswith("_prepacked") for c in convs)
+    assert not any("rewrite" in c or "preproc" in c for c in calls)

@@ -62,9 +62,11 @@ def _divisor(extent: int | None, wanted: int) -> int | None:
 
 
 class _Scheduler:
-    def __init__(self, func: tirx.PrimFunc, cfg: CPUScheduleConfig) -> None:
+    def __init__(self, func: tirx.PrimFunc, cfg: CPUScheduleConfig,
+                 constant_params: frozenset = frozenset()) -> None:
         self.sch = s_tir.Schedule(func)
         self.cfg = cfg
+        self.constants = constant_params  # names of params bound to model constants
 
     def blocks(self):
         root = self.sch.get_sblock("root") if _has_root(self.sch) else None
@@ -134,7 +136,33 @@ class _Scheduler:
             sch.unroll(inner[0])
         sch.vectorize(inner[-1])
         sch.decompose_reduction(blk, reds[0])
+        snapshot = sch.copy()
+        try:
+            self._pack_weights(blk, vf)
+        except Exception:  # noqa: BLE001 - keep the unpacked layout
+            self.sch = snapshot
         return True
+
+    def _pack_weights(self, blk, vf: int) -> None:
+        """Give a weight operand read along the vector axis the layout [.. // vf, ..., vf]
+        (each tile's weights contiguous). The repacking block is marked as a layout-rewrite
+        preprocess, which the pipeline splits out and folds at compile time."""
+        sch = self.sch
+        block = sch.get(blk)
+        for idx, region in enumerate(block.reads):
+            buf = region.source
+            if buf.name not in self.constants or len(buf.shape) < 2:
+                continue
+            last = _int(buf.shape[-1])
+            if not last or last % vf or last == vf:
+                continue
+            ndim = len(buf.shape)
+            packer = sch.cache_read(blk, idx, "global")
+            sch.annotate(packer, "meta_schedule.layout_rewrite_preproc", True)
+            sch.transform_layout(blk, ("read", idx), tirx.IndexMap.from_func(
+                lambda *ax: (ax[-1] // vf, *ax[:-1], ax[-1] % vf), ndim=ndim))
+            return
+        raise ValueError("no weight operand to pack")
 
     def _inline_epilogues(self, wb) -> None:
         """Fuse chains of elementwise consumers (bias, activation, residual) into ``wb``."""
@@ -231,15 +259,40 @@ def _is_scheduled_tile(sch, blk) -> bool:
     return any(sch.get(lp).kind == tirx.ForKind.PARALLEL for lp in sch.get_loops(blk))
 
 
+def _constant_params(mod: tvm.IRModule) -> dict[str, frozenset]:
+    """PrimFunc name -> names of its params that every call binds to a Relax constant."""
+    from tvm import relax
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    seen: dict[str, set[int] | None] = {}
+
+    def visit(expr) -> None:
+        if isinstance(expr, tvm.ir.expr.Call) and expr.op.same_as(call_tir):
+            name = expr.args[0].name_hint
+            consts = {i for i, a in enumerate(expr.args[1].fields)
+                      if isinstance(a, tvm.ir.expr.Constant)}
+            seen[name] = consts if name not in seen else (seen[name] or set()) & consts
+
+    for _gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    out = {}
+    for name, idx in seen.items():
+        func = mod[name]
+        out[name] = frozenset(func.params[i].name for i in (idx or ()) if i < len(func.params))
+    return out
+
+
 def schedule_cpu(cfg: CPUScheduleConfig):
     """A module pass applying the default CPU schedules to every unscheduled PrimFunc."""
 
     @tvm.transform.module_pass(opt_level=0, name="KilnDefaultCPUSchedule")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         updates = {}
+        constants = _constant_params(mod)
         for gv, func in mod.functions_items():
             if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-                new = _Scheduler(func, cfg).run()
+                new = _Scheduler(func, cfg, constants.get(gv.name_hint, frozenset())).run()
                 if new is not None:
                     updates[gv] = new.with_attr("tirx.is_scheduled", True)
         for gv, func in updates.items():

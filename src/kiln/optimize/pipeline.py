@@ -20,19 +20,30 @@ def cpu_pipeline(target: tvm.target.Target, *, opt_level: int, simd: str | None)
     """
     if opt_level == 0:
         return "default"
-    passes_before, passes_after_fusion = [], []
-    if opt_level >= 2:
-        # NHWC activations with HWIO weights: the output channels become the contiguous axis
-        # that both the weights and the output are vectorized along (ORT's NCHWc, simplified)
-        passes_before.append(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}))
-        passes_after_fusion.append(schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd))))
+    passes = _optimize_passes(target, opt_level=opt_level, simd=simd)
 
     @tvm.transform.module_pass(opt_level=0, name="KilnCPUPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         seq = tvm.transform.Sequential([
-            *passes_before, *cpu.library_dispatch_passes(target), *cpu.legalize_passes(target),
-            *passes_after_fusion,
-            *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)])
+            *passes, *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)])
         return seq(mod)
 
     return _pipeline
+
+
+def _optimize_passes(target: tvm.target.Target, *, opt_level: int, simd: str | None) -> list:
+    """Everything before lowering: layout, legalization, fusion and the default schedules."""
+    passes = [*cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
+    if opt_level < 2:
+        return passes
+    return [
+        # NHWC activations with HWIO weights: the output channels become the contiguous axis
+        # that both the weights and the output are vectorized along (ORT's NCHWc, simplified)
+        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
+        # inference-mode batch norm as elementwise ops, so that it fuses into the conv epilogue
+        relax.transform.DecomposeOpsForInference(),
+        *passes,
+        schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd))),
+        # weight repacking blocks become separate functions on constants, folded now
+        relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
+        relax.transform.DeadCodeElimination()]
