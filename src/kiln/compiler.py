@@ -76,7 +76,7 @@ def compile_model(model: str | Path, *, target: str | None = None, platform: str
 
 
 def _write_bundle(staging: Path, spec: TargetSpec, signature) -> dict:
-    from kiln.codegen.runtime_bundle import bundle_files
+    from kiln.codegen.runtime_bundle import TVM_LIBS, bundle_files
 
     for name, path in bundle_files(spec.arch).items():
         shutil.copy2(path, staging / name)
@@ -87,8 +87,6 @@ def _write_bundle(staging: Path, spec: TargetSpec, signature) -> dict:
     text += f"fallback {fallback}\n" if fallback else ""
     (staging / "signature.txt").write_text(text)
     binaries = [p for p in staging.iterdir() if p.suffix == ".so" or p.name == "kiln_run"]
-    from kiln.codegen.runtime_bundle import TVM_LIBS
-
     return {"kind": "tvm", "abi_version": 1, "library": "libkiln_runtime.so",
             "runner": "kiln_run", "header": "kiln_runtime.h", "model_library": "model.so",
             "fallback_library": fallback, "requires_cpu_flags": flags,

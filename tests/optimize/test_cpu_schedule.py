@@ -150,3 +150,39 @@ def test_constant_weights_are_prepacked_at_compile_time(model_dir):
     convs = [c for c in calls if "conv2d" in c]   # (the 10-class head is one tile already)
     assert convs and all(c.endswith("_prepacked") for c in convs)
     assert not any("rewrite" in c or "preproc" in c for c in calls)
+
+
+def test_clip_becomes_relax_ops_that_fuse_into_the_conv(tmp_path):
+    """ReLU6 (Clip) after a conv: converted to Relax maximum/minimum, so layout conversion
+    inserts no transposes around it and it fuses into the conv; values match onnxruntime,
+    including a one-sided Clip."""
+    import re
+
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from kiln.importers.from_onnx import _kiln_converters
+    from kiln.optimize.pipeline import _optimize_passes
+
+    model = _model(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
+         helper.make_node("Clip", ["r", "lo2"], ["y"])],
+        [_f32("x", [1, 8, 12, 12])], [_f32("y", [1, 16, 12, 12])],
+        {"w": _w(16, 8, 3, 3), "lo": np.array(0, np.float32), "hi": np.array(6, np.float32),
+         "lo2": np.array(0.5, np.float32)})
+    path = tmp_path / "relu6.onnx"
+    onnx.save(model, path)
+    with _kiln_converters():
+        mod = from_onnx(model, keep_params_in_input=False)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
+    with target:
+        out = tvm.transform.Sequential(_optimize_passes(target, opt_level=2, simd="avx2"))(mod)
+    calls = re.findall(r"call_tir\((?:cls\.)?(\w+),", out["main"].script())
+    fused = [c for c in calls if "conv2d" in c]
+    assert len(fused) == 1 and "maximum" in fused[0] and "minimum" in fused[0]
+    assert sum("transpose" in c for c in calls) == 2   # only at the graph's input and output
+    res = kiln.compile(path, platform="LINUX/X86_64", output=tmp_path / "a.tar.gz")
+    x = RNG.standard_normal((1, 8, 12, 12)).astype(np.float32) * 4
+    np.testing.assert_allclose(kiln.load(res.artifact).run(x)[0],
+                               onnx_reference(path, {"x": x})[0], rtol=1e-5, atol=1e-5)

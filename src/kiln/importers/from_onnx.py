@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -144,6 +145,45 @@ def _output_infos(model, mod) -> list[TensorInfo]:
     return out
 
 
+@contextlib.contextmanager
+def _kiln_converters():
+    """TVM's ONNX converters, with Clip emitted as Relax ``maximum``/``minimum``.
+
+    TVM 0.27 converts Clip (ReLU6) to opaque ``emit_te`` calls: layout conversion wraps them in
+    two transposes and fusion cannot fold them into the conv before. As Relax ops they convert
+    and fuse. NaN bounds keep ONNX's meaning (unbounded), as in TVM's converter.
+    """
+    import numpy as np
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as frontend
+
+    class Clip(frontend.Clip):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            dtype = inputs[0].ty.dtype
+            lo = relax.const(float(attr.get("min", -np.inf)), dtype)
+            hi = relax.const(float(attr.get("max", np.inf)), dtype)
+            return bb.emit(relax.op.minimum(bb.emit(relax.op.maximum(inputs[0], lo)), hi))
+
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            out = inputs[0]
+            if inputs[1] is not None:
+                lo = cls._sanitize_nan_clip_bound(bb, inputs[1], for_min=True)
+                out = bb.emit(relax.op.maximum(out, lo))
+            if inputs[2] is not None:
+                hi = cls._sanitize_nan_clip_bound(bb, inputs[2], for_min=False)
+                out = bb.emit(relax.op.minimum(out, hi))
+            return out
+
+    original = frontend._get_convert_map
+    frontend._get_convert_map = lambda: {**original(), "Clip": Clip}
+    try:
+        yield
+    finally:
+        frontend._get_convert_map = original
+
+
 def import_onnx(path: Path, *, input_shapes=None) -> ImportedModel:
     """Import an ONNX file. ``input_shapes`` is a ``{name: [dims]}`` dict or None."""
     model = load_onnx(path)
@@ -152,8 +192,10 @@ def import_onnx(path: Path, *, input_shapes=None) -> ImportedModel:
     from tvm.relax.frontend.onnx import from_onnx
 
     try:
-        mod = from_onnx(model, shape_dict={t.name: list(t.shape) for t in inputs},
-                        dtype_dict={t.name: t.dtype for t in inputs}, keep_params_in_input=False)
+        with _kiln_converters():
+            mod = from_onnx(model, shape_dict={t.name: list(t.shape) for t in inputs},
+                            dtype_dict={t.name: t.dtype for t in inputs},
+                            keep_params_in_input=False)
     except KilnError:
         raise
     except Exception as exc:
