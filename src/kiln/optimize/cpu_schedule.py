@@ -90,6 +90,10 @@ class _Scheduler:
             return None
         used_by_vec = set().union(*(_vars_in(rng.min) for r in vec_reads for rng in r.region))
         candidates = [i for i in spatial[:-1] if block.iter_vars[i].var not in used_by_vec]
+        if not candidates:
+            # every output axis feeds the vector operand (depthwise conv): still tile several
+            # output columns, which share the weight vector of each tap
+            candidates = [i for i in spatial[:-1] if (_int(block.iter_vars[i].dom.extent) or 0) > 1][-1:]
         u = max(candidates, key=lambda i: _int(block.iter_vars[i].dom.extent) or 0, default=None)
         shared = frozenset(i for i in spatial if block.iter_vars[i].var in used_by_vec)
         return v, u, shared
