@@ -186,3 +186,20 @@ def test_clip_becomes_relax_ops_that_fuse_into_the_conv(tmp_path):
     x = RNG.standard_normal((1, 8, 12, 12)).astype(np.float32) * 4
     np.testing.assert_allclose(kiln.load(res.artifact).run(x)[0],
                                onnx_reference(path, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_an_optional_pass_that_fails_leaves_the_module_unchanged(model_dir):
+    """ConvertLayout throws std::bad_alloc on some exported transformers; the pipeline then
+    goes on in the original layout instead of failing the compile."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from kiln.optimize.pipeline import _optional
+
+    @tvm.transform.module_pass(opt_level=0, name="Explodes")
+    def explodes(mod, _ctx):
+        raise MemoryError("std::bad_alloc")
+
+    mod = from_onnx(onnx.load(model_dir / "cnn.onnx"), keep_params_in_input=False)
+    out = _optional(explodes)(mod)
+    assert out.same_as(mod)

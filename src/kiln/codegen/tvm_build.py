@@ -44,8 +44,6 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
     check_buildable(spec)
     import tvm
 
-    from kiln.optimize.pipeline import PIPELINES, cpu_pipeline
-
     target_dict = spec.tvm_target()
     try:
         target = tvm.target.Target(target_dict)
@@ -53,15 +51,17 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
         raise KilnError("invalid_compiler_options", f"TVM rejects the target {target_dict}: "
                         f"{str(exc).strip().splitlines()[-1]}",
                         hint="check mcpu/mattr in --compiler-options") from None
-    pipeline = cpu_pipeline(target, opt_level=options.opt_level, simd=spec.simd)
-    pipeline_name = PIPELINES[min(options.opt_level, 2)]
     try:
-        with target:
-            executable = tvm.compile(imported.mod, target, relax_pipeline=pipeline)
+        executable, pipeline_name = _compile(imported.mod, target, spec, options.opt_level)
     except Exception as exc:
-        raise KilnError("compile_failed", f"TVM failed to compile the model for {spec.name}: "
-                        f"{_last_line(exc)}", hint="run with KILN_DEBUG=1 for the full trace",
-                        details=str(exc)) from None
+        if options.opt_level < 2:
+            raise _compile_failed(spec, exc) from None
+        # Kiln's schedules are an optimization: a model they break still compiles, unscheduled
+        try:
+            executable, pipeline_name = _compile(imported.mod, target, spec, 1)
+        except Exception as exc2:
+            raise _compile_failed(spec, exc2) from None
+        pipeline_name += f" (opt_level 2 failed: {_last_line(exc)[:200]})"
     library = out_dir / name
     linker = ZigSharedLinker(spec.arch, spec.triple, tvm_runtime_libs(spec.arch))
     try:
@@ -72,6 +72,22 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
         raise KilnError("toolchain_failed", f"exporting the model library failed: "
                         f"{_last_line(exc)}", hint="run with KILN_DEBUG=1") from None
     return CompiledModel(library=library, tvm_target=target_dict, pipeline=pipeline_name)
+
+
+def _compile(mod, target, spec: TargetSpec, opt_level: int):
+    import tvm
+
+    from kiln.optimize.pipeline import PIPELINES, cpu_pipeline
+
+    pipeline = cpu_pipeline(target, opt_level=opt_level, simd=spec.simd)
+    with target:
+        return tvm.compile(mod, target, relax_pipeline=pipeline), PIPELINES[min(opt_level, 2)]
+
+
+def _compile_failed(spec: TargetSpec, exc: Exception) -> KilnError:
+    return KilnError("compile_failed", f"TVM failed to compile the model for {spec.name}: "
+                     f"{_last_line(exc)}", hint="run with KILN_DEBUG=1 for the full trace",
+                     details=str(exc))
 
 
 def _last_line(exc: Exception) -> str:
