@@ -57,8 +57,9 @@ def has_fallback(folder: Path) -> bool:
 
 def why_not_runnable(spec: dict) -> str:
     arch = spec.get("arch", "")
-    if arch == host_arch() and native_problem(spec):
-        return native_problem(spec)
+    problem = native_problem(spec) if arch == host_arch() else None
+    if problem:
+        return problem
     if spec.get("os") != "linux":
         return f"no emulator for {spec.get('os')} binaries"
     if shutil.which(_QEMU.get(arch, f"qemu-{arch}")) is None:
