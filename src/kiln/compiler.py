@@ -14,7 +14,7 @@ from kiln.artifact import MANIFEST_NAME, Manifest, pack
 from kiln.artifact.compat import FALLBACK_MCPU, needs_fallback, required_cpu_flags
 from kiln.artifact.digests import digest_tree, glibc_needed, sha256_file
 from kiln.errors import KilnError
-from kiln.options import CompileOptions
+from kiln.options import CompileOptions, TuneOptions
 from kiln.targets import TargetSpec, resolve_target
 
 Progress = Callable[[str], None]
@@ -50,6 +50,9 @@ def compile_model(model: str | Path, *, target: str | None = None, platform: str
     check_buildable(spec)
     step("import")
     imported = import_model(model, input_shapes=options.shape_dict())
+    if options.tuning is not None:
+        step("tune")
+        _tune(imported, spec, options.tuning)
     samples = load_sample_inputs(Path(sample_inputs), imported.signature) if sample_inputs else None
     output = Path(output) if output else Path(f"{Path(model).stem}-{spec.name}.tar.gz")
     staging = Path(tempfile.mkdtemp(prefix="kiln-build-"))
@@ -73,6 +76,27 @@ def compile_model(model: str | Path, *, target: str | None = None, platform: str
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return CompileResult(artifact=output, manifest=manifest)
+
+
+def tune_model(model: str | Path, tuning: TuneOptions, *, target: str | None = None,
+               platform: str | None = None, compiler_options: str | dict | None = None,
+               input_shapes: dict[str, list[int]] | None = None,
+               progress: Progress | None = None):
+    """Tune ``model``'s kernels for a target into the target's tuning database (reused by
+    every later compile for that target). Returns a :class:`kiln.optimize.tuning.TuneReport`."""
+    from kiln.codegen.tvm_build import check_buildable
+    from kiln.importers import import_model
+
+    spec, _ = resolve_target(target, platform, compiler_options)
+    check_buildable(spec)
+    imported = import_model(model, input_shapes=input_shapes)
+    return _tune(imported, spec, tuning, progress)
+
+
+def _tune(imported, spec: TargetSpec, tuning: TuneOptions, progress: Progress | None = None):
+    from kiln.optimize.tuning import tune_model as tune_kernels
+
+    return tune_kernels(imported.mod, spec, tuning, progress=progress)
 
 
 def _write_bundle(staging: Path, spec: TargetSpec, signature) -> dict:
@@ -118,4 +142,4 @@ def _manifest(spec, compiler_options, imported, options, runtime, report, pipeli
         verification=report)
 
 
-__all__ = ["CompileResult", "KilnError", "compile_model"]
+__all__ = ["CompileResult", "KilnError", "compile_model", "tune_model"]

@@ -28,9 +28,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "invalid_compiler_options": ErrorCode(21, 400, "compiler options are unknown or invalid"),
     "target_not_yet_supported": ErrorCode(22, 422, "the target exists but Kiln cannot build for it yet"),
     "invalid_options": ErrorCode(23, 400, "an option has an invalid value"),
+    "dtype_not_supported": ErrorCode(24, 422, "the target has no native support for the requested dtype"),
     "compile_failed": ErrorCode(30, 500, "the compiler failed"),
     "toolchain_failed": ErrorCode(31, 500, "the cross toolchain failed"),
     "runtime_bundle_unavailable": ErrorCode(32, 503, "the runtime libraries for the target cannot be fetched"),
+    "tuning_failed": ErrorCode(33, 500, "tuning could not measure any kernel on the device"),
     "accuracy_regression": ErrorCode(40, 422, "the compiled model disagrees with the reference"),
     "verification_failed": ErrorCode(41, 500, "the compiled artifact failed to run"),
     "invalid_artifact": ErrorCode(50, 400, "the file is not a Kiln artifact"),
@@ -40,6 +42,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "emulator_missing": ErrorCode(54, 424, "qemu-user is needed to run this artifact here"),
     "invalid_input": ErrorCode(55, 400, "an input array is missing or has the wrong name, shape or dtype"),
     "run_failed": ErrorCode(56, 500, "running the artifact failed"),
+    "invalid_tuning_database": ErrorCode(57, 400, "a tuning database is missing or unreadable"),
 }
 
 

@@ -49,6 +49,11 @@ class CompileOptions:
         Thresholds of the accuracy gate.
     seed : int
         Seed of the generated verification inputs.
+    tune_trials, tune_time_budget : int, float, optional
+        Tune the model's kernels on the device before compiling (MetaSchedule, into the
+        target's tuning database), for this many trials or seconds.
+    use_tuning_db : bool
+        Apply the target's tuning database when it exists (the default).
     """
 
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
@@ -56,10 +61,22 @@ class CompileOptions:
     verify: bool = True
     tolerance: Tolerance = field(default_factory=Tolerance)
     seed: int = 0
+    tune_trials: int | None = None
+    tune_time_budget: float | None = None
+    use_tuning_db: bool = True
 
     def __post_init__(self) -> None:
         if self.opt_level not in (0, 1, 2, 3):
             raise KilnError("invalid_options", f"opt_level must be 0..3, got {self.opt_level!r}")
+        _check_budget(self.tune_trials, self.tune_time_budget)
+
+    @property
+    def tuning(self) -> TuneOptions | None:
+        """The tuning to run before compiling, if any."""
+        if self.tune_trials is None and self.tune_time_budget is None:
+            return None
+        return TuneOptions(trials=self.tune_trials, time_budget_s=self.tune_time_budget,
+                           seed=self.seed)
 
     def shape_dict(self) -> dict[str, list[int]] | None:
         return None if self.input_shapes is None else {k: list(v) for k, v in self.input_shapes}
@@ -68,6 +85,50 @@ class CompileOptions:
         out = asdict(self)
         out["input_shapes"] = self.shape_dict()
         return out
+
+
+def _check_budget(trials, seconds) -> None:
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+        raise KilnError("invalid_options", f"tune trials must be a positive integer, got {trials!r}",
+                        hint="e.g. --trials 200")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or seconds <= 0):
+        raise KilnError("invalid_options", f"tune time budget must be a positive number of "
+                        f"seconds, got {seconds!r}", hint="e.g. --time-budget 900")
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """How to tune (``kiln tune``): a trial count and/or a time budget, and where to measure.
+
+    ``rpc`` is ``HOST:PORT`` of a TVM RPC tracker with the device registered under ``rpc_key``;
+    without it candidates run on this machine.
+    """
+
+    trials: int | None = None
+    time_budget_s: float | None = None
+    rpc: str | None = None
+    rpc_key: str | None = None
+    seed: int = 0
+    build_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.trials is None and self.time_budget_s is None:
+            raise KilnError("invalid_options", "give a number of trials or a time budget",
+                            hint="e.g. --trials 200 or --time-budget 900")
+        _check_budget(self.trials, self.time_budget_s)
+        if self.rpc is not None:
+            self.rpc_address()
+            if not self.rpc_key:
+                raise KilnError("invalid_options", "--rpc needs --rpc-key (the device's key on "
+                                "the tracker)", hint="e.g. --rpc 127.0.0.1:9190 --rpc-key rasp4b")
+
+    def rpc_address(self) -> tuple[str, int]:
+        host, _, port = (self.rpc or "").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise KilnError("invalid_options", f"--rpc must be HOST:PORT of a TVM RPC tracker, "
+                            f"got {self.rpc!r}", hint="e.g. --rpc 127.0.0.1:9190")
+        return host, int(port)
 
 
 _SHAPE_HINT = 'give a JSON object of input name to shape, e.g. \'{"x": [1, 3, 224, 224]}\''

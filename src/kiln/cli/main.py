@@ -1,4 +1,4 @@
-"""``kiln compile | run | inspect | targets``. Every KilnError becomes one line and its exit status."""
+"""``kiln compile | run | inspect | bench | targets | tune | tune-db``. Every KilnError becomes one line and its exit status."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from kiln.cli.tune import register as register_tune
 from kiln.errors import ERROR_CODES, KilnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -39,6 +40,10 @@ def compile_cmd(
     opt_level: Annotated[int, typer.Option(help="0: TVM's plain pipeline, 1: fusion, "
                                            "2: fusion + default CPU schedules")] = 2,
     verify: Annotated[bool, typer.Option(help="run the accuracy gate")] = True,
+    tune_trials: Annotated[Optional[int], typer.Option(help="tune first: measured candidates "
+                                                       "(see `kiln tune`)")] = None,
+    tune_time_budget: Annotated[Optional[float], typer.Option(help="tune first: seconds")] = None,
+    tuning_db: Annotated[bool, typer.Option(help="apply the target's tuning database")] = True,
 ) -> None:
     """Compile MODEL into a self-describing artifact for one target, and verify it."""
     from kiln.cli.progress import steps
@@ -46,7 +51,9 @@ def compile_cmd(
     from kiln.options import CompileOptions, Tolerance, parse_input_shapes
 
     options = CompileOptions(input_shapes=parse_input_shapes(input_shape), opt_level=opt_level,
-                             verify=verify, tolerance=Tolerance(atol=atol, rtol=rtol))
+                             verify=verify, tolerance=Tolerance(atol=atol, rtol=rtol),
+                             tune_trials=tune_trials, tune_time_budget=tune_time_budget,
+                             use_tuning_db=tuning_db)
     with steps(err) as progress:
         result = compile_model(model, target=target, platform=platform,
                                compiler_options=compiler_options, output=output,
@@ -128,6 +135,9 @@ def targets_cmd(
         table.add_row(r.name, r.arch, r.mcpu or "", r.accelerator or "",
                       f"[{colour.get(r.status, 'white')}]{r.status}[/]", r.reason)
     out.print(table)
+
+
+register_tune(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,8 +51,12 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
         raise KilnError("invalid_compiler_options", f"TVM rejects the target {target_dict}: "
                         f"{str(exc).strip().splitlines()[-1]}",
                         hint="check mcpu/mattr in --compiler-options") from None
+    use_db = options.use_tuning_db and options.opt_level >= 2
     try:
-        executable, pipeline_name = _compile(imported.mod, target, spec, options.opt_level)
+        executable, pipeline_name = _compile(imported.mod, target, spec, options.opt_level,
+                                             use_db=use_db)
+    except KilnError:
+        raise
     except Exception as exc:
         if options.opt_level < 2:
             raise _compile_failed(spec, exc) from None
@@ -74,14 +78,26 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
     return CompiledModel(library=library, tvm_target=target_dict, pipeline=pipeline_name)
 
 
-def _compile(mod, target, spec: TargetSpec, opt_level: int):
+def _compile(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool = False):
     import tvm
 
     from kiln.optimize.pipeline import PIPELINES, cpu_pipeline
 
-    pipeline = cpu_pipeline(target, opt_level=opt_level, simd=spec.simd)
+    applied: list[str] = []
+    tuned = None
+    from kiln.optimize.tune_db import database_dir
+
+    if use_db and database_dir(spec) is not None:
+        from kiln.optimize.tuning import apply_database
+
+        tuned = apply_database(spec, applied)
+    pipeline = cpu_pipeline(target, opt_level=opt_level, simd=spec.simd, tuned=tuned)
     with target:
-        return tvm.compile(mod, target, relax_pipeline=pipeline), PIPELINES[min(opt_level, 2)]
+        executable = tvm.compile(mod, target, relax_pipeline=pipeline)
+    name = PIPELINES[min(opt_level, 2)]
+    if tuned is not None:
+        name += f"+tuned ({len(applied)} kernels from the tuning database)"
+    return executable, name
 
 
 def _compile_failed(spec: TargetSpec, exc: Exception) -> KilnError:

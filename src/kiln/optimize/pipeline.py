@@ -12,15 +12,17 @@ from kiln.optimize.cpu_schedule import CPUScheduleConfig, lanes_for, schedule_cp
 PIPELINES = {0: "default", 1: "fused", 2: "fused+schedules"}
 
 
-def cpu_pipeline(target: tvm.target.Target, *, opt_level: int, simd: str | None):
+def cpu_pipeline(target: tvm.target.Target, *, opt_level: int, simd: str | None,
+                 tuned: tvm.transform.Pass | None = None):
     """The Relax pipeline for ``opt_level``; a pipeline *name* for level 0 (TVM's own).
 
     Level 1 is TVM's fused CPU pipeline; level 2 (the default) adds Kiln's default CPU
-    schedules between operator fusion and lowering.
+    schedules between operator fusion and lowering. ``tuned`` (a pass applying a tuning
+    database) runs right before them, so kernels the database knows keep its schedule.
     """
     if opt_level == 0:
         return "default"
-    passes = _optimize_passes(target, opt_level=opt_level, simd=simd)
+    passes = _optimize_passes(target, opt_level=opt_level, simd=simd, tuned=tuned)
 
     @tvm.transform.module_pass(opt_level=0, name="KilnCPUPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -46,8 +48,8 @@ def _optional(inner: tvm.transform.Pass) -> tvm.transform.Pass:
     return _pass
 
 
-def _optimize_passes(target: tvm.target.Target, *, opt_level: int, simd: str | None) -> list:
-    """Everything before lowering: layout, legalization, fusion and the default schedules."""
+def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int) -> list:
+    """Layout, legalization and fusion: the module whose kernels get scheduled (or tuned)."""
     passes = [*cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
     if opt_level < 2:
         return passes
@@ -57,7 +59,18 @@ def _optimize_passes(target: tvm.target.Target, *, opt_level: int, simd: str | N
         _optional(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})),
         # inference-mode batch norm as elementwise ops, so that it fuses into the conv epilogue
         relax.transform.DecomposeOpsForInference(),
+        *passes]
+
+
+def _optimize_passes(target: tvm.target.Target, *, opt_level: int, simd: str | None,
+                     tuned: tvm.transform.Pass | None = None) -> list:
+    """Everything before lowering: layout, legalization, fusion and the schedules."""
+    passes = pre_schedule_passes(target, opt_level=opt_level)
+    if opt_level < 2:
+        return passes
+    return [
         *passes,
+        *([tuned] if tuned is not None else []),
         schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd))),
         # weight repacking blocks become separate functions on constants, folded now
         relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),

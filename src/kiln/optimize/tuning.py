@@ -1,0 +1,337 @@
+"""Tuning once per device: MetaSchedule search, seeded with Kiln's default schedules.
+
+Every fused kernel (a MetaSchedule *task*) first gets Kiln's default schedule measured and
+recorded in the target's database, with its trace, exactly like a candidate MetaSchedule found.
+The search then runs on the kernels that take most of the time, and a later compile applies the
+fastest record of each kernel. Tuning can therefore only replace a default schedule by one that
+measured faster on the device.
+
+Databases live under :func:`kiln.optimize.tune_db.database_dir` (one per target fingerprint) and
+are reused by every later compile for that target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import tvm
+from tvm import relax
+from tvm.s_tir import meta_schedule as ms
+
+from kiln.errors import KilnError
+from kiln.optimize.cpu_schedule import CPUScheduleConfig, _constant_params, _Scheduler, lanes_for
+from kiln.optimize.tune_db import database_dir, write_info
+from kiln.options import TuneOptions
+from kiln.targets import TargetSpec
+
+Progress = Callable[[str], None]
+#: The search covers the kernels that together take this share of the default schedule's time.
+TIME_SHARE = 0.9
+
+
+@dataclass
+class TaskReport:
+    name: str
+    weight: int
+    default_us: float | None
+    best_us: float | None = None
+
+    @property
+    def speedup(self) -> float | None:
+        if not self.default_us or not self.best_us:
+            return None
+        return self.default_us / self.best_us
+
+
+@dataclass
+class TuneReport:
+    database: Path
+    tasks: list[TaskReport] = field(default_factory=list)
+    tuned: list[str] = field(default_factory=list)
+    trials: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"database": str(self.database), "trials": self.trials,
+                "seconds": round(self.seconds, 1), "tuned_tasks": self.tuned,
+                "tasks": [{"name": t.name, "weight": t.weight, "default_us": t.default_us,
+                           "best_us": t.best_us} for t in self.tasks]}
+
+
+def tuning_target(spec: TargetSpec) -> tvm.target.Target:
+    """The TVM target MetaSchedule tunes for: the spec's, with ``num-cores`` always set."""
+    target = dict(spec.tvm_target())
+    target.setdefault("num-cores", spec.num_cores or os.cpu_count() or 1)
+    return tvm.target.Target(target)
+
+
+def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target, spec: TargetSpec, *,
+                  opt_level: int = 2):
+    """The fused module right before scheduling, and its MetaSchedule tasks."""
+    from kiln.optimize.pipeline import pre_schedule_passes
+
+    with target:
+        fused = tvm.transform.Sequential(pre_schedule_passes(target, opt_level=opt_level))(mod)
+    return fused, ms.relax_integration.extract_tasks(fused, target)
+
+
+def _cpu_tensor_intrinsics(arch: str) -> None:
+    """Register only the CPU tensor intrinsics MetaSchedule's rules may ask for.
+
+    ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose CUDA, ROCm and Hexagon modules
+    take 20-90 s to import on 2 cores; a CPU target never uses them."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    import tvm.s_tir
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name not in sys.modules:
+        found = importlib.util.find_spec(name)
+        package = types.ModuleType(name)
+        package.__path__ = list(found.submodule_search_locations)
+        package.__spec__, package.__file__ = found, found.origin
+        sys.modules[name] = package
+        tvm.s_tir.tensor_intrin = package
+    sub = {"x86_64": "x86", "aarch64": "arm_cpu", "riscv64": "riscv_cpu"}.get(arch)
+    if sub:
+        importlib.import_module(f"{name}.{sub}")
+
+
+def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
+               progress: Progress | None = None) -> TuneReport:
+    """Tune the kernels of ``mod`` (an imported Relax module) for ``spec`` into its database."""
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    _cpu_tensor_intrinsics(spec.arch)
+    target = tuning_target(spec)
+    workdir = database_dir(spec, create=True)
+    write_info(workdir, spec)
+    fused, tasks = extract_tasks(mod, target, spec)
+    if not tasks:
+        raise KilnError("invalid_model", "the model has no kernels to tune")
+    database = ms.database.JSONDatabase(work_dir=str(workdir))
+    builder, runner = _builder(spec, options), _runner(options)
+    report = TuneReport(database=workdir)
+    consts = _constant_params(fused)
+    say(f"measuring Kiln's default schedule of {len(tasks)} kernels")
+    defaults = _record_defaults(tasks, target, consts, lanes_for(spec.simd), database,
+                                builder, runner)
+    if all(secs is None for secs in defaults):
+        raise KilnError("tuning_failed", f"no kernel of the model could be built and measured "
+                        f"for {spec.name}", hint="check that the device (or --rpc tracker) "
+                        "is reachable; run with KILN_DEBUG=1 for the full log")
+    for task, secs in zip(tasks, defaults):
+        report.tasks.append(TaskReport(task.task_name, int(task.weight),
+                                       None if secs is None else secs * 1e6))
+    chosen = _hot_tasks(tasks, report.tasks)
+    report.tuned = [t.task_name for t in chosen]
+    # MetaSchedule logs its progress tables to stdout; keep stdout for results (--json)
+    with contextlib.redirect_stdout(sys.stderr):
+        _search(chosen, options, workdir, database, builder, runner, report, say)
+    for task, entry in zip(tasks, report.tasks):
+        best = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
+        if best:
+            entry.best_us = _mean(best[0].run_secs) * 1e6
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _search(tasks, options: TuneOptions, workdir: Path, database, builder, runner,
+            report: TuneReport, say: Progress) -> None:
+    """MetaSchedule's evolutionary search, in rounds until the trials or the time run out."""
+    if not tasks:
+        return
+    budget = options.time_budget_s
+    total = options.trials if options.trials else None
+    if total is not None and total < len(tasks):
+        tasks = tasks[:total]          # the hottest kernels, one trial each
+    per_round = _per_task_round(options, len(tasks))
+    started, last = time.perf_counter(), 0.0
+    while True:
+        if total is not None and report.trials >= total:
+            return
+        per_task = per_round if total is None else min(per_round, max(1, (
+            total - report.trials) // len(tasks)))
+        elapsed = time.perf_counter() - started
+        if budget is not None and report.trials and elapsed + last > budget:
+            return
+        say(f"searching {len(tasks)} kernels, {per_task} trials each")
+        t0 = time.perf_counter()
+        # a smaller population for small budgets: the search, not the measuring, dominates
+        strategy = ms.search_strategy.EvolutionarySearch(
+            population_size=min(512, max(128, 16 * per_task)),
+            genetic_num_iters=3 if per_task <= 32 else 4)
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, str(workdir), strategy=strategy, num_threads=os.cpu_count() or 1,
+            seed=options.seed)
+        ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(workdir),
+                           max_trials_global=per_task * len(tasks), max_trials_per_task=per_task,
+                           num_trials_per_iter=min(per_task, 64), builder=builder,
+                           runner=runner, database=database)
+        report.trials += per_task * len(tasks)
+        last = time.perf_counter() - t0
+        if budget is None and total is None:
+            return
+
+
+def _per_task_round(options: TuneOptions, n_tasks: int) -> int:
+    """Trials per kernel in one search round: all of ``--trials`` at once, else rounds of 16."""
+    if options.trials and options.time_budget_s is None:
+        return max(1, options.trials // n_tasks)
+    return 16
+
+
+def _hot_tasks(tasks, reports: list[TaskReport]):
+    """The kernels that take :data:`TIME_SHARE` of the default time (weight x latency)."""
+    cost = [(t.weight * (r.default_us if r.default_us is not None else 1e9), t)
+            for t, r in zip(tasks, reports)]
+    cost.sort(key=lambda c: -c[0])
+    total, acc, chosen = sum(c for c, _ in cost), 0.0, []
+    for c, task in cost:
+        if chosen and acc >= TIME_SHARE * total:
+            break
+        chosen.append(task)
+        acc += c
+    return chosen
+
+
+def _record_defaults(tasks, target, constants: dict, lanes: int, database, builder,
+                     runner) -> list[float | None]:
+    """Schedule every task with Kiln's default rules, measure them in one batch and commit
+    each measured one as a tuning record; their mean seconds (None where it failed)."""
+    scheds = []
+    for task in tasks:
+        scheduler = _Scheduler(task.dispatched[0]["main"], CPUScheduleConfig(vector_lanes=lanes),
+                               constants.get(task.task_name, frozenset()))
+        scheduler.run()
+        scheds.append(scheduler.sch)
+    built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in scheds])
+    # the builder drops weight-repacking blocks, so kernels take the packed weights
+    args = [ms.arg_info.ArgInfo.from_entry_func(s.mod, remove_preproc=True) for s in scheds]
+    ok = [i for i, b in enumerate(built) if not b.error_msg]
+    secs: list[float | None] = [None] * len(tasks)
+    try:
+        futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, "cpu", args[i])
+                              for i in ok])
+        for i, future in zip(ok, futures):
+            result = future.result()
+            if not result.error_msg:
+                secs[i] = _mean(result.run_secs)
+    finally:
+        for b in built:
+            _remove(b.artifact_path)
+    for task, sch, arg, sec in zip(tasks, scheds, args, secs):
+        if sec is not None:
+            workload = database.commit_workload(task.dispatched[0])
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, workload, [sec], target, arg))
+    return secs
+
+
+def _mean(values) -> float:
+    vals = [float(v) for v in values]
+    return sum(vals) / len(vals)
+
+
+def _remove(path: str | None) -> None:
+    """Delete a built candidate and the temporary directory :func:`_export_shared` made."""
+    if path:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+# ---- builder and runner ----------------------------------------------------------------
+
+def _builder(spec: TargetSpec, options: TuneOptions):
+    workers = max(1, min(options.build_workers, os.cpu_count() or 1))
+    return ms.builder.LocalBuilder(max_workers=workers, timeout_sec=120.0, f_build=_fast_build,
+                                   f_export=partial(_export_shared, spec.arch, spec.triple))
+
+
+def _runner(options: TuneOptions):
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=50,
+                                          enable_cpu_cache_flush=False)
+    if options.rpc is None:
+        # the runner's workers inherit this; TVM's own default is half the cores
+        os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+        return ms.runner.LocalRunner(timeout_sec=60.0, evaluator_config=evaluator)
+    host, port = options.rpc_address()
+    _check_tracker(host, port, options.rpc_key)
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port,
+                                 tracker_key=options.rpc_key, session_timeout_sec=120)
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator,
+                               max_workers=1)
+
+
+def _check_tracker(host: str, port: int, key: str) -> None:
+    """Fail in seconds, not after every candidate timed out, when the tracker or the device
+    is not there."""
+    import socket
+
+    from tvm import rpc
+
+    hint = ("start one with `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port PORT` and, on "
+            "the device, `python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY`")
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        servers = rpc.connect_tracker(host, port).summary().get("server_info", [])
+    except (OSError, RuntimeError) as exc:
+        raise KilnError("tuning_failed", f"no TVM RPC tracker answers at {host}:{port} "
+                        f"({exc})", hint=hint) from None
+    keys = sorted({str(s.get("key", "")).split(":", 1)[-1] for s in servers})
+    if key not in keys:
+        raise KilnError("tuning_failed", f"the tracker at {host}:{port} has no device with key "
+                        f"{key!r} (it has: {', '.join(keys) or 'none'})", hint=hint)
+
+
+def _fast_build(mod, target, _params):
+    """MetaSchedule's default build without ``import tvm.s_tir.tensor_intrin`` (~25 s per
+    fresh builder worker in TVM 0.27, which made every candidate time out)."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def _export_shared(arch: str, triple: str, rt_mod) -> str:
+    """Link a candidate into a shared library for the device with Kiln's zig toolchain (no C
+    compiler is needed on the device, unlike MetaSchedule's default tar export)."""
+    import tempfile
+
+    from kiln.codegen.runtime_bundle import tvm_runtime_libs
+    from kiln.codegen.toolchain import ZigSharedLinker
+
+    path = os.path.join(tempfile.mkdtemp(prefix="kiln-tune-"), "candidate.so")
+    rt_mod.export_library(path, fcompile=ZigSharedLinker(arch, triple, tvm_runtime_libs(arch)))
+    return path
+
+
+def apply_database(spec: TargetSpec, applied: list[str]):
+    """A module pass applying the best record of the target's database to each kernel it
+    knows; the names of the kernels it scheduled are appended to ``applied``."""
+    workdir = database_dir(spec)
+    if workdir is None:
+        return None
+    database = ms.database.JSONDatabase(work_dir=str(workdir), allow_missing=False)
+
+    @tvm.transform.module_pass(opt_level=0, name="KilnApplyTuningDatabase")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with database:
+            out = relax.transform.MetaScheduleApplyDatabase()(mod)
+        for gv, func in out.functions_items():
+            if isinstance(func, tvm.tirx.PrimFunc) and func.attrs.get("tirx.is_scheduled", False):
+                applied.append(gv.name_hint)
+        return out
+
+    return _pass

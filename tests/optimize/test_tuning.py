@@ -1,0 +1,209 @@
+"""Tuning once per device: `kiln tune` (over TVM RPC on loopback, the host as the "device"),
+`kiln compile --tune-trials` (measured on the host), the per-target database that later
+compiles reuse, and `kiln tune-db list|export|import`.
+
+Each tuning run costs 1-2 minutes on 2 cores, so the module runs two and shares them."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_kiln
+
+pytestmark = pytest.mark.slow
+PLATFORM = "LINUX/X86_64"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(predicate, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.fixture(scope="module")
+def rpc_device(tmp_path_factory):
+    """A TVM RPC tracker and one RPC server registered under key ``loopback``, both local."""
+    from tvm import rpc
+
+    port, server_port = _free_port(), _free_port()
+    logs = tmp_path_factory.mktemp("rpc")
+    env = {"TVM_NUM_THREADS": "2"}
+    import os
+
+    tracker = subprocess.Popen(
+        [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
+         str(port), "--port-end", str(port + 1)], stdout=open(logs / "tracker.log", "w"),
+        stderr=subprocess.STDOUT, env={**os.environ, **env})
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
+         "--key", "loopback", "--host", "127.0.0.1", "--port", str(server_port), "--port-end",
+         str(server_port + 1)], stdout=open(logs / "server.log", "w"),
+        stderr=subprocess.STDOUT, env={**os.environ, **env})
+
+    def registered() -> bool:
+        try:
+            info = rpc.connect_tracker("127.0.0.1", port).summary()
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+        return any(s["key"].endswith("loopback") for s in info.get("server_info", []))
+
+    try:
+        assert _wait_for(registered, 60), (logs / "tracker.log").read_text() + \
+            (logs / "server.log").read_text()
+        yield f"127.0.0.1:{port}"
+    finally:
+        for proc in (server, tracker):
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def mlp(model_dir) -> tuple[Path, np.ndarray]:
+    return model_dir / "mlp.onnx", np.load(model_dir / "mlp.x.npy")
+
+
+@pytest.fixture(scope="module")
+def rpc_tuned(rpc_device, mlp, tmp_path_factory):
+    """`kiln tune` over RPC into a fresh database directory; (report, env)."""
+    env = {"KILN_TUNE_DIR": str(tmp_path_factory.mktemp("tunedb"))}
+    res = run_kiln("tune", mlp[0], "--platform", PLATFORM, "--trials", "6", "--rpc", rpc_device,
+                   "--rpc-key", "loopback", "--json", env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout), env
+
+
+def test_tune_over_rpc_measures_every_kernel_and_never_keeps_a_slower_one(rpc_tuned):
+    report, env = rpc_tuned
+    tasks = report["tasks"]
+    assert {t["name"] for t in tasks} >= {"fused_matmul_add_relu", "softmax"}
+    # Kiln's default schedule of every kernel is measured on the device and recorded ...
+    assert all(t["default_us"] is not None and t["default_us"] > 0 for t in tasks)
+    # ... so the best record of each kernel is at worst the default itself
+    assert all(t["best_us"] <= t["default_us"] for t in tasks)
+    assert 1 <= len(report["tuned_tasks"]) <= len(tasks) and report["trials"] >= 1
+    db = Path(report["database"])
+    assert db.parent == Path(env["KILN_TUNE_DIR"])
+    records = (db / "database_tuning_record.json").read_text().splitlines()
+    assert len(records) >= len(tasks) + 1    # the defaults plus what the search measured
+
+
+def test_later_compiles_apply_the_database_and_agree_with_the_default(rpc_tuned, mlp, tmp_path):
+    import kiln
+
+    _, env = rpc_tuned
+    tuned, plain = tmp_path / "tuned.tar.gz", tmp_path / "plain.tar.gz"
+    res = run_kiln("compile", mlp[0], "--platform", PLATFORM, "-o", tuned, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run_kiln("compile", mlp[0], "--platform", PLATFORM, "-o", plain, "--no-tuning-db",
+                   env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    m_tuned, m_plain = kiln.load(tuned), kiln.load(plain)
+    assert "tuned (4 kernels from the tuning database)" in \
+        m_tuned.manifest.compile_options["pipeline"]
+    assert "tuned" not in m_plain.manifest.compile_options["pipeline"]
+    assert m_tuned.manifest.verification["verified"] is True
+    x = mlp[1]
+    from tests.conftest import onnx_reference
+
+    ref = onnx_reference(mlp[0], {"x": x})[0]
+    a, b = m_tuned.run({"x": x})[0], m_plain.run({"x": x})[0]
+    np.testing.assert_allclose(a, ref, atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_tune_db_export_import_round_trip(rpc_tuned, tmp_path):
+    _, env = rpc_tuned
+    listed = json.loads(run_kiln("tune-db", "list", "--json", env=env).stdout)
+    assert len(listed) == 1 and listed[0]["target"] == "linux_x86_64"
+    archive = tmp_path / "db.tar.gz"
+    res = run_kiln("tune-db", "export", "linux_x86_64", "-o", archive, env=env)
+    assert res.returncode == 0, res.stderr
+    other = {"KILN_TUNE_DIR": str(tmp_path / "other-machine")}
+    res = run_kiln("tune-db", "import", archive, env=other)
+    assert res.returncode == 0, res.stderr
+    imported = json.loads(run_kiln("tune-db", "list", "--json", env=other).stdout)
+    assert [(d["name"], d["workloads"], d["records"]) for d in imported] == \
+        [(d["name"], d["workloads"], d["records"]) for d in listed]
+    # importing twice merges: no duplicate workloads
+    assert run_kiln("tune-db", "import", archive, env=other).returncode == 0
+    again = json.loads(run_kiln("tune-db", "list", "--json", env=other).stdout)
+    assert again[0]["workloads"] == listed[0]["workloads"]
+
+
+def test_compile_with_tune_trials_tunes_on_the_host_first(mlp, tmp_path):
+    import kiln
+
+    env = {"KILN_TUNE_DIR": str(tmp_path / "db")}
+    out = tmp_path / "m.tar.gz"
+    res = run_kiln("compile", mlp[0], "--platform", PLATFORM, "--tune-trials", "4", "-o", out,
+                   env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    model = kiln.load(out)
+    opts = model.manifest.compile_options
+    assert opts["tune_trials"] == 4 and "tuned (4 kernels" in opts["pipeline"]
+    assert model.manifest.verification["verified"] is True
+    assert len(list((tmp_path / "db").iterdir())) == 1
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("args, code, status", [
+    (["--platform", PLATFORM], "invalid_options", 23),                       # no budget
+    (["--platform", PLATFORM, "--trials", "0"], "invalid_options", 23),
+    (["--platform", PLATFORM, "--trials", "2", "--rpc", "nohostport"], "invalid_options", 23),
+    (["--platform", PLATFORM, "--trials", "2", "--rpc", "127.0.0.1:9"], "invalid_options", 23),
+    (["--target", "rasp3b", "--trials", "2"], "target_not_yet_supported", 22),
+])
+def test_tune_errors(mlp, args, code, status):
+    res = run_kiln("tune", mlp[0], *args)
+    assert res.returncode == status and f"error[{code}]" in res.stderr, res.stderr
+
+
+def test_tune_refuses_an_unreachable_tracker_quickly(mlp):
+    port = _free_port()   # nothing listens there
+    start = time.time()
+    res = run_kiln("tune", mlp[0], "--platform", PLATFORM, "--trials", "2", "--rpc",
+                   f"127.0.0.1:{port}", "--rpc-key", "pi")
+    assert res.returncode == 33 and "error[tuning_failed]" in res.stderr
+    assert "no TVM RPC tracker answers" in res.stderr and time.time() - start < 60
+
+
+def test_tune_db_import_rejects_bad_archives(tmp_path):
+    env = {"KILN_TUNE_DIR": str(tmp_path / "db")}
+    evil = _tar(tmp_path / "evil.tar.gz", {"../escape/kiln-target.json": b"{}"})
+    res = run_kiln("tune-db", "import", evil, env=env)
+    assert res.returncode == 51 and "error[unsafe_archive]" in res.stderr
+    assert not (tmp_path / "escape").exists()
+    junk = _tar(tmp_path / "junk.tar.gz", {"x/readme.txt": b"hello"})
+    res = run_kiln("tune-db", "import", junk, env=env)
+    assert res.returncode == 57 and "error[invalid_tuning_database]" in res.stderr
+    res = run_kiln("tune-db", "export", "nosuchtarget", "-o", tmp_path / "o.tar.gz", env=env)
+    assert res.returncode == 57 and "error[invalid_tuning_database]" in res.stderr
+    res = run_kiln("tune-db", "import", tmp_path / "missing.tar.gz", env=env)
+    assert res.returncode == 10 and "error[file_not_found]" in res.stderr
