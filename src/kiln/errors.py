@@ -29,6 +29,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "target_not_yet_supported": ErrorCode(22, 422, "the target exists but Kiln cannot build for it yet"),
     "invalid_options": ErrorCode(23, 400, "an option has an invalid value"),
     "dtype_not_supported": ErrorCode(24, 422, "the target has no native support for the requested dtype"),
+    "missing_dependency": ErrorCode(25, 424, "an optional Python package is not installed"),
     "compile_failed": ErrorCode(30, 500, "the compiler failed"),
     "toolchain_failed": ErrorCode(31, 500, "the cross toolchain failed"),
     "runtime_bundle_unavailable": ErrorCode(32, 503, "the runtime libraries for the target cannot be fetched"),

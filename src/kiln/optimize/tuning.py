@@ -109,11 +109,22 @@ def _cpu_tensor_intrinsics(arch: str) -> None:
         importlib.import_module(f"{name}.{sub}")
 
 
+def _check_extras() -> None:
+    import importlib.util
+
+    missing = [m for m in ("xgboost", "psutil", "cloudpickle", "tornado")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise KilnError("missing_dependency", f"tuning needs {', '.join(missing)}",
+                        hint="pip install 'kilnml[tune]'")
+
+
 def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
                progress: Progress | None = None) -> TuneReport:
     """Tune the kernels of ``mod`` (an imported Relax module) for ``spec`` into its database."""
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
+    _check_extras()
     _cpu_tensor_intrinsics(spec.arch)
     target = tuning_target(spec)
     workdir = database_dir(spec, create=True)
