@@ -48,29 +48,33 @@ def compile_model(model: str | Path, *, target: str | None = None, platform: str
     step = progress or (lambda _name: None)
     spec, copts = resolve_target(target, platform, compiler_options)
     check_buildable(spec)
+    dtype = _compute_dtype(spec, copts)
+    if dtype != "float32":
+        options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
     step("import")
     imported = import_model(model, input_shapes=options.shape_dict())
     if options.tuning is not None:
         step("tune")
-        _tune(imported, spec, options.tuning)
+        _tune(imported, spec, options.tuning, dtype)
     samples = load_sample_inputs(Path(sample_inputs), imported.signature) if sample_inputs else None
     output = Path(output) if output else Path(f"{Path(model).stem}-{spec.name}.tar.gz")
     staging = Path(tempfile.mkdtemp(prefix="kiln-build-"))
     try:
         step("compile")
-        compiled = build_library(imported, spec, options, staging)
+        compiled = build_library(imported, spec, options, staging, dtype=dtype)
         if needs_fallback(spec.to_dict()):
             # Code for a newer x86 CPU (AVX2, AVX-512) gets a portable twin, so the artifact
             # still runs (slower) on an older CPU instead of dying on an illegal instruction.
             portable = dataclasses.replace(spec, mcpu=FALLBACK_MCPU, mattr=(), simd="sse4.2")
-            build_library(imported, portable, options, staging, name=FALLBACK_LIBRARY)
+            build_library(imported, portable, options, staging, name=FALLBACK_LIBRARY,
+                          dtype=dtype)
         step("bundle")
         runtime = _write_bundle(staging, spec, imported.signature)
         step("verify")
         report = accuracy_gate(staging, spec.to_dict(), imported, options, samples)
         step("pack")
         manifest = _manifest(spec, copts.to_dict(), imported, options, runtime, report,
-                             compiled.pipeline, staging)
+                             compiled.pipeline, staging, dtype=dtype)
         (staging / MANIFEST_NAME).write_text(manifest.to_json())
         pack(staging, output)
     finally:
@@ -87,16 +91,33 @@ def tune_model(model: str | Path, tuning: TuneOptions, *, target: str | None = N
     from kiln.codegen.tvm_build import check_buildable
     from kiln.importers import import_model
 
-    spec, _ = resolve_target(target, platform, compiler_options)
+    spec, copts = resolve_target(target, platform, compiler_options)
     check_buildable(spec)
+    dtype = _compute_dtype(spec, copts)
     imported = import_model(model, input_shapes=input_shapes)
-    return _tune(imported, spec, tuning, progress)
+    return _tune(imported, spec, tuning, dtype, progress)
 
 
-def _tune(imported, spec: TargetSpec, tuning: TuneOptions, progress: Progress | None = None):
+def _tune(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
+          progress: Progress | None = None):
     from kiln.optimize.tuning import tune_model as tune_kernels
 
-    return tune_kernels(imported.mod, spec, tuning, progress=progress)
+    return tune_kernels(imported.mod, spec, tuning, dtype=dtype, progress=progress)
+
+
+def _compute_dtype(spec: TargetSpec, copts) -> str:
+    """The compute precision the ``dtype`` compiler option asks for, checked against the
+    target (Neo's own values, float32 and int64, name the input dtype: float32 compute)."""
+    from kiln.targets import list_targets
+    from kiln.targets.dtypes import check_dtype, native_dtypes
+    from kiln.targets.options import COMPUTE_DTYPES
+
+    if copts.dtype not in COMPUTE_DTYPES:
+        return "float32"
+    able = [t.name for t in list_targets()
+            if t.status == "verified" and "float16" in native_dtypes(t)]
+    check_dtype(spec, copts.dtype, able)
+    return copts.dtype
 
 
 def _write_bundle(staging: Path, spec: TargetSpec, signature) -> dict:
@@ -120,13 +141,14 @@ def _write_bundle(staging: Path, spec: TargetSpec, signature) -> dict:
 
 
 def _manifest(spec, compiler_options, imported, options, runtime, report, pipeline,
-              staging) -> Manifest:
+              staging, *, dtype: str) -> Manifest:
     from kiln import __version__
     from kiln.codegen.runtime_bundle import versions
 
     vers = versions()
     opts = options.to_dict()
     opts["pipeline"] = pipeline
+    opts["compute_dtype"] = dtype
     opts["derived_input_shapes"] = imported.derived_shapes
     return Manifest(
         kiln_version=__version__, tvm_version=vers["apache-tvm"],

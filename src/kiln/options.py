@@ -23,6 +23,14 @@ class Tolerance:
     rtol: float | None = None
     min_cosine: float | None = None
 
+    def filled_from(self, dtype: str) -> Tolerance:
+        """This tolerance with the fields left unset taken from ``dtype``'s defaults (the
+        thresholds for a model computed in reduced precision)."""
+        atol, rtol, cos = DEFAULT_TOLERANCES[dtype]
+        return Tolerance(atol=atol if self.atol is None else self.atol,
+                         rtol=rtol if self.rtol is None else self.rtol,
+                         min_cosine=cos if self.min_cosine is None else self.min_cosine)
+
     def resolve(self, dtype: str) -> tuple[float, float, float]:
         atol, rtol, cos = DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0, 1.0))
         return (

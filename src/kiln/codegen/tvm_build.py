@@ -39,8 +39,8 @@ def check_buildable(spec: TargetSpec) -> None:
 
 
 def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOptions,
-                  out_dir: Path, *, name: str = "model.so") -> CompiledModel:
-    """Compile ``imported`` for ``spec`` into ``out_dir/name``."""
+                  out_dir: Path, *, name: str = "model.so", dtype: str = "float32") -> CompiledModel:
+    """Compile ``imported`` for ``spec`` into ``out_dir/name``, computing in ``dtype``."""
     check_buildable(spec)
     import tvm
 
@@ -54,7 +54,7 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
     use_db = options.use_tuning_db and options.opt_level >= 2
     try:
         executable, pipeline_name = _compile(imported.mod, target, spec, options.opt_level,
-                                             use_db=use_db)
+                                             use_db=use_db, dtype=dtype)
     except KilnError:
         raise
     except Exception as exc:
@@ -62,7 +62,7 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
             raise _compile_failed(spec, exc) from None
         # Kiln's schedules are an optimization: a model they break still compiles, unscheduled
         try:
-            executable, pipeline_name = _compile(imported.mod, target, spec, 1)
+            executable, pipeline_name = _compile(imported.mod, target, spec, 1, dtype=dtype)
         except Exception as exc2:
             raise _compile_failed(spec, exc2) from None
         pipeline_name += f" (opt_level 2 failed: {_last_line(exc)[:200]})"
@@ -78,7 +78,8 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
     return CompiledModel(library=library, tvm_target=target_dict, pipeline=pipeline_name)
 
 
-def _compile(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool = False):
+def _compile(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool = False,
+             dtype: str = "float32"):
     import tvm
 
     from kiln.optimize.pipeline import PIPELINES, cpu_pipeline
@@ -91,10 +92,11 @@ def _compile(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool = Fa
         from kiln.optimize.tuning import apply_database
 
         tuned = apply_database(spec, applied)
-    pipeline = cpu_pipeline(target, opt_level=opt_level, simd=spec.simd, tuned=tuned)
+    pipeline = cpu_pipeline(target, opt_level=opt_level, simd=spec.simd, tuned=tuned,
+                            dtype=dtype)
     with target:
         executable = tvm.compile(mod, target, relax_pipeline=pipeline)
-    name = PIPELINES[min(opt_level, 2)]
+    name = PIPELINES[min(opt_level, 2)] + ("+float16" if dtype == "float16" else "")
     if tuned is not None:
         name += f"+tuned ({len(applied)} kernels from the tuning database)"
     return executable, name

@@ -32,9 +32,10 @@ class CPUScheduleConfig:
     min_parallel: int = 2      # do not parallelize loops shorter than this
 
 
-def lanes_for(simd: str | None) -> int:
-    """float32 lanes per vector register for a TargetSpec ``simd`` value."""
-    return {"avx512": 16, "avx2": 8, "avx": 8, "sse4.2": 4, "neon": 4, "sve": 4}.get(simd or "", 4)
+def lanes_for(simd: str | None, dtype: str = "float32") -> int:
+    """Lanes of ``dtype`` (float32 or float16) per vector register for a TargetSpec ``simd``."""
+    lanes = {"avx512": 16, "avx2": 8, "avx": 8, "sse4.2": 4, "neon": 4, "sve": 4}.get(simd or "", 4)
+    return lanes * 2 if dtype == "float16" else lanes
 
 
 def _int(x) -> int | None:

@@ -13,7 +13,7 @@ PIPELINES = {0: "default", 1: "fused", 2: "fused+schedules"}
 
 
 def cpu_pipeline(target: tvm.target.Target, *, opt_level: int, simd: str | None,
-                 tuned: tvm.transform.Pass | None = None):
+                 tuned: tvm.transform.Pass | None = None, dtype: str = "float32"):
     """The Relax pipeline for ``opt_level``; a pipeline *name* for level 0 (TVM's own).
 
     Level 1 is TVM's fused CPU pipeline; level 2 (the default) adds Kiln's default CPU
@@ -22,7 +22,7 @@ def cpu_pipeline(target: tvm.target.Target, *, opt_level: int, simd: str | None,
     """
     if opt_level == 0:
         return "default"
-    passes = _optimize_passes(target, opt_level=opt_level, simd=simd, tuned=tuned)
+    passes = _optimize_passes(target, opt_level=opt_level, simd=simd, tuned=tuned, dtype=dtype)
 
     @tvm.transform.module_pass(opt_level=0, name="KilnCPUPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -48,9 +48,14 @@ def _optional(inner: tvm.transform.Pass) -> tvm.transform.Pass:
     return _pass
 
 
-def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int) -> list:
-    """Layout, legalization and fusion: the module whose kernels get scheduled (or tuned)."""
+def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
+                        dtype: str = "float32") -> list:
+    """Precision, layout, legalization and fusion: the module whose kernels get scheduled
+    (or tuned). ``dtype`` float16 computes convolutions and matmuls (and what fuses with them)
+    in half precision, accumulating in half precision too; inputs and outputs stay float32."""
     passes = [*cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
+    if dtype == "float16":
+        passes.insert(0, relax.transform.ToMixedPrecision(out_dtype="float16"))
     if opt_level < 2:
         return passes
     return [
@@ -63,15 +68,15 @@ def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int) -> list:
 
 
 def _optimize_passes(target: tvm.target.Target, *, opt_level: int, simd: str | None,
-                     tuned: tvm.transform.Pass | None = None) -> list:
-    """Everything before lowering: layout, legalization, fusion and the schedules."""
-    passes = pre_schedule_passes(target, opt_level=opt_level)
+                     tuned: tvm.transform.Pass | None = None, dtype: str = "float32") -> list:
+    """Everything before lowering: precision, layout, legalization, fusion and schedules."""
+    passes = pre_schedule_passes(target, opt_level=opt_level, dtype=dtype)
     if opt_level < 2:
         return passes
     return [
         *passes,
         *([tuned] if tuned is not None else []),
-        schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd))),
+        schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd, dtype))),
         # weight repacking blocks become separate functions on constants, folded now
         relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
         relax.transform.DeadCodeElimination()]

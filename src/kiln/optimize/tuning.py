@@ -74,13 +74,13 @@ def tuning_target(spec: TargetSpec) -> tvm.target.Target:
     return tvm.target.Target(target)
 
 
-def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target, spec: TargetSpec, *,
-                  opt_level: int = 2):
+def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target, *, dtype: str = "float32"):
     """The fused module right before scheduling, and its MetaSchedule tasks."""
     from kiln.optimize.pipeline import pre_schedule_passes
 
     with target:
-        fused = tvm.transform.Sequential(pre_schedule_passes(target, opt_level=opt_level))(mod)
+        fused = tvm.transform.Sequential(pre_schedule_passes(target, opt_level=2,
+                                                             dtype=dtype))(mod)
     return fused, ms.relax_integration.extract_tasks(fused, target)
 
 
@@ -120,8 +120,9 @@ def _check_extras() -> None:
 
 
 def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
-               progress: Progress | None = None) -> TuneReport:
-    """Tune the kernels of ``mod`` (an imported Relax module) for ``spec`` into its database."""
+               dtype: str = "float32", progress: Progress | None = None) -> TuneReport:
+    """Tune the kernels of ``mod`` (an imported Relax module) for ``spec`` into its database,
+    computing in ``dtype``."""
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     _check_extras()
@@ -129,7 +130,7 @@ def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
     target = tuning_target(spec)
     workdir = database_dir(spec, create=True)
     write_info(workdir, spec)
-    fused, tasks = extract_tasks(mod, target, spec)
+    fused, tasks = extract_tasks(mod, target, dtype=dtype)
     if not tasks:
         raise KilnError("invalid_model", "the model has no kernels to tune")
     database = ms.database.JSONDatabase(work_dir=str(workdir))
@@ -137,7 +138,7 @@ def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
     report = TuneReport(database=workdir)
     consts = _constant_params(fused)
     say(f"measuring Kiln's default schedule of {len(tasks)} kernels")
-    defaults = _record_defaults(tasks, target, consts, lanes_for(spec.simd), database,
+    defaults = _record_defaults(tasks, target, consts, lanes_for(spec.simd, dtype), database,
                                 builder, runner)
     if all(secs is None for secs in defaults):
         raise KilnError("tuning_failed", f"no kernel of the model could be built and measured "

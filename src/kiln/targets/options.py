@@ -22,7 +22,12 @@ FIELDS = {
 VALID_KEYS = tuple(sorted(FIELDS))
 #: Other accepted spellings -> the Neo key.
 ALIASES = {"gpu_code": "gpu-code", "DTYPE": "dtype"}
-DTYPES = {"float": "float32", "float32": "float32", "float16": "float16", "int64": "int64", "long": "int64"}
+#: Neo's ``dtype`` names the input dtype (float32, int64); Kiln adds the reduced compute
+#: precisions (float16, bfloat16: mixed precision, the model's inputs and outputs unchanged).
+DTYPES = {"float": "float32", "float32": "float32", "float16": "float16", "fp16": "float16",
+          "bfloat16": "bfloat16", "bf16": "bfloat16", "int64": "int64", "long": "int64"}
+#: The dtype values that select a reduced compute precision.
+COMPUTE_DTYPES = ("float16", "bfloat16")
 ANDROID_LEVELS = range(21, 36)
 _NEO_ONLY = ("JETPACK_VERSION", "class_labels", "signature_def_key", "output_names", "num-neuroncores")
 _EXAMPLE = 'e.g. \'{"mcpu": "cortex-a72", "mattr": ["+neon"]}\''
