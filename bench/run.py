@@ -1,10 +1,12 @@
-"""Kiln against ONNX Runtime (and OpenVINO when installed) on the benchmark models.
+"""Kiln (default and tuned) against ONNX Runtime, PyTorch eager and OpenVINO (each when
+installed: pip install 'kilnml[bench]' and the torch CPU wheel) on the benchmark models.
 
     .venv/bin/python bench/run.py [--models resnet18,mlp] [--batches 1,8] [--threads 2]
+                                  [--tune-budget 900]
 
 Every runtime runs in this one process, interleaved round by round, with the same thread count;
-the headline is the ratio of medians (Kiln / ONNX Runtime; below 1.0 means Kiln is faster).
-Writes bench/results/<date>-<host>.json and prints a markdown table for the README.
+the headline is the ratio of medians (X / ONNX Runtime; below 1.0 means X is faster).
+Writes bench/results/<date>-<arch>.json and .png (the plot) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from torch_eager import torch_session  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,13 +50,18 @@ def openvino_session(path: Path, threads: int):
     return lambda feed: compiled(feed)
 
 
-def kiln_session(path: Path, workdir: Path, opt_level: int = 2):
+def kiln_session(path: Path, workdir: Path, tune_budget: float | None = None):
+    """Kiln's default compile (no tuning database), or a compile that first tunes for
+    ``tune_budget`` seconds into a database of its own."""
     import kiln
     from kiln.options import CompileOptions
 
     start = time.perf_counter()
-    res = kiln.compile(path, platform="LINUX/X86_64", output=workdir / f"{path.stem}-{opt_level}.tar.gz",
-                       options=CompileOptions(opt_level=opt_level))
+    tag = "tuned" if tune_budget else "default"
+    options = CompileOptions(tune_time_budget=tune_budget) if tune_budget else \
+        CompileOptions(use_tuning_db=False)
+    res = kiln.compile(path, platform="LINUX/X86_64", output=workdir / f"{path.stem}-{tag}.tar.gz",
+                       options=options)
     compile_s = time.perf_counter() - start
     model = kiln.load(res.artifact)
     return (lambda feed: model.run(feed)), compile_s, model
@@ -72,7 +82,8 @@ def interleaved(runners: dict, feed: dict, rounds: int, per_round: int) -> dict:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def bench_model(name: str, batch: int, threads: int, workdir: Path, rounds: int) -> dict:
+def bench_model(name: str, batch: int, threads: int, workdir: Path, rounds: int,
+                tune_budget: float = 0.0) -> dict:
     import onnx
 
     from kiln.examples.zoo import ZOO
@@ -86,17 +97,27 @@ def bench_model(name: str, batch: int, threads: int, workdir: Path, rounds: int)
     ov_run = openvino_session(path, threads)
     if ov_run:
         runners["openvino_fp32"] = ov_run
+    torch_run = torch_session(model, threads)
+    if torch_run:
+        runners["pytorch_eager"] = torch_run
     kiln_run, compile_s, kmodel = kiln_session(path, workdir)
     runners["kiln"] = kiln_run
+    extra = {}
+    if tune_budget:
+        tuned_run, tuned_s, tuned_model = kiln_session(path, workdir, tune_budget)
+        runners["kiln_tuned"] = tuned_run
+        extra = {"kiln_tuned_compile_s": tuned_s,
+                 "kiln_tuned_pipeline": tuned_model.manifest.compile_options["pipeline"]}
     ref = runners["onnxruntime"](feed)[0]
-    err = float(np.abs(kiln_run(feed)[0] - ref).max())
+    errors = {k: float(np.abs(fn(feed)[0] - ref).max()) for k, fn in runners.items()}
+    err = errors["kiln"]
     per_round = max(2, min(20, int(200 / max(1.0, _once(runners["onnxruntime"], feed)))))
     med = interleaved(runners, feed, rounds, per_round)
     return {"model": name, "batch": batch, "threads": threads, "median_ms": med,
             "ratio_to_ort": {k: v / med["onnxruntime"] for k, v in med.items()},
             "kiln_compile_s": compile_s, "kiln_max_abs_error": err,
             "kiln_pipeline": kmodel.manifest.compile_options["pipeline"],
-            "kiln_library": kmodel.library}
+            "kiln_library": kmodel.library, "max_abs_error_vs_ort": errors, **extra}
 
 
 def _once(fn, feed) -> float:
@@ -105,14 +126,47 @@ def _once(fn, feed) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
+COLUMNS = ("kiln", "kiln_tuned", "pytorch_eager", "openvino_fp32")
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| model | batch | ONNX Runtime ms | Kiln ms | Kiln / ORT | compile s |",
-             "|---|---|---|---|---|---|"]
+    """Markdown: ORT's median latency, then each runtime's latency as a ratio to it."""
+    cols = [c for c in COLUMNS if any(c in r["median_ms"] for r in rows)]
+    lines = ["| model | batch | ONNX Runtime ms | " + " | ".join(f"{c} / ORT" for c in cols)
+             + " | Kiln compile s |", "|---" * (len(cols) + 4) + "|"]
     for r in rows:
-        m = r["median_ms"]
-        lines.append(f"| {r['model']} | {r['batch']} | {m['onnxruntime']:.2f} | {m['kiln']:.2f} | "
-                     f"**{r['ratio_to_ort']['kiln']:.2f}x** | {r['kiln_compile_s']:.1f} |")
+        ratios = [f"{r['ratio_to_ort'][c]:.2f}x" if c in r["ratio_to_ort"] else "-" for c in cols]
+        if ratios:
+            ratios[0] = f"**{ratios[0]}**"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['median_ms']['onnxruntime']:.2f} | "
+                     + " | ".join(ratios) + f" | {r['kiln_compile_s']:.1f} |")
     return "\n".join(lines)
+
+
+def plot(rows: list[dict], out: Path) -> Path | None:
+    """A bar chart of every runtime's latency relative to ONNX Runtime (1.0 = as fast)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    cols = [c for c in COLUMNS if any(c in r["ratio_to_ort"] for r in rows)]
+    labels = [f"{r['model']}\nb{r['batch']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+    width = 0.8 / max(1, len(cols))
+    for i, c in enumerate(cols):
+        ax.bar([j + i * width for j in range(len(rows))],
+               [r["ratio_to_ort"].get(c, 0) for r in rows], width, label=c)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(2.0, color="red", linewidth=0.8, linestyle="--", label="2x ORT (goal limit)")
+    ax.set_xticks([j + width * (len(cols) - 1) / 2 for j in range(len(rows))], labels, fontsize=8)
+    ax.set_ylabel("latency / ONNX Runtime (lower is faster)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return out
 
 
 def main() -> int:
@@ -121,13 +175,17 @@ def main() -> int:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tune-budget", type=float, default=0.0,
+                    help="seconds of tuning per model and batch for the kiln_tuned column (0: none)")
     args = ap.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
+        os.environ["KILN_TUNE_DIR"] = str(Path(tmp) / "tuning")  # never the user's databases
         for name in args.models.split(","):
             for batch in map(int, args.batches.split(",")):
-                row = bench_model(name, batch, args.threads, Path(tmp), args.rounds)
+                row = bench_model(name, batch, args.threads, Path(tmp), args.rounds,
+                                  args.tune_budget)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     import kiln
@@ -138,8 +196,9 @@ def main() -> int:
     out = HERE / "results" / f"{dt.date.today()}-{platform.machine()}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    picture = plot(rows, out.with_suffix(".png"))
     print(table(rows))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {out}" + (f" and {picture}" if picture else ""))
     return 0
 
 

@@ -27,3 +27,47 @@ def test_bench_command_reports_latency_load_and_memory(model_dir, tmp_path):
     assert r["load_ms"] > 0 and r["peak_rss_mb"] > 10
     text = run_kiln("bench", art, "--repeat", "5", env={"TVM_NUM_THREADS": "2"})
     assert text.returncode == 0 and "p99" in text.stdout and "threads: 2" in text.stdout
+
+
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+    spec = importlib.util.spec_from_file_location("kiln_bench_run", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_table_and_plot_show_every_runtime_relative_to_ort(tmp_path):
+    bench = _bench_module()
+    rows = [{"model": "mlp", "batch": b, "median_ms": {"onnxruntime": 2.0, "kiln": 3.0,
+                                                       "pytorch_eager": 4.0},
+             "ratio_to_ort": {"onnxruntime": 1.0, "kiln": 1.5, "pytorch_eager": 2.0},
+             "kiln_compile_s": 4.2} for b in (1, 8)]
+    text = bench.table(rows)
+    assert "| kiln / ORT | pytorch_eager / ORT |" in text and "kiln_tuned" not in text
+    assert "| mlp | 8 | 2.00 | **1.50x** | 2.00x | 4.2 |" in text
+    png = bench.plot(rows, tmp_path / "r.png")
+    if png is not None:   # matplotlib is a bench extra
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_torch_eager_runs_the_zoo_graph_like_onnxruntime():
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("torch")
+    from kiln.examples.zoo import ZOO
+
+    bench = _bench_module()
+    model = ZOO["mlp"](2)
+    x = np.random.default_rng(3).standard_normal((2, 784)).astype(np.float32)
+    got = bench.torch_session(model, 2)({"x": x})
+    import onnxruntime as ort
+
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-4)

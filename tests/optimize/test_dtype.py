@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import onnx_reference, requires_qemu, run_kiln
+from conftest import onnx_reference, requires_qemu, run_kiln
 
 FP16 = '{"dtype": "float16"}'
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_kiln
+from conftest import run_kiln
 
 pytestmark = pytest.mark.slow
 PLATFORM = "LINUX/X86_64"
@@ -122,7 +122,7 @@ def test_later_compiles_apply_the_database_and_agree_with_the_default(rpc_tuned,
     assert "tuned" not in m_plain.manifest.compile_options["pipeline"]
     assert m_tuned.manifest.verification["verified"] is True
     x = mlp[1]
-    from tests.conftest import onnx_reference
+    from conftest import onnx_reference
 
     ref = onnx_reference(mlp[0], {"x": x})[0]
     a, b = m_tuned.run({"x": x})[0], m_plain.run({"x": x})[0]

@@ -170,6 +170,12 @@ def _search(tasks, options: TuneOptions, workdir: Path, database, builder, runne
     if total is not None and total < len(tasks):
         tasks = tasks[:total]          # the hottest kernels, one trial each
     per_round = _per_task_round(options, len(tasks))
+    if budget is not None:
+        # fit the first round into the budget (the later ones are sized by the measured one)
+        while per_round > 2 and _round_estimate(len(tasks), per_round) > budget:
+            per_round //= 2
+        while len(tasks) > 1 and _round_estimate(len(tasks), per_round) > budget:
+            tasks = tasks[:-1]
     started, last = time.perf_counter(), 0.0
     while True:
         if total is not None and report.trials >= total:
@@ -196,6 +202,12 @@ def _search(tasks, options: TuneOptions, workdir: Path, database, builder, runne
         last = time.perf_counter() - t0
         if budget is None and total is None:
             return
+
+
+def _round_estimate(n_tasks: int, per_task: int) -> float:
+    """Seconds of one search round on 2 cores: ~10 s of evolutionary search per kernel plus
+    ~0.7 s to build and measure each candidate (measured with TVM 0.27)."""
+    return n_tasks * (10.0 + 0.7 * per_task)
 
 
 def _per_task_round(options: TuneOptions, n_tasks: int) -> int:
