@@ -30,6 +30,7 @@ class CPUScheduleConfig:
     vector_lanes: int = 8      # float32 lanes of the target's SIMD registers
     tile_rows: int = 4         # U: accumulator rows per tile
     min_parallel: int = 2      # do not parallelize loops shorter than this
+    wide_tiles: bool = True    # two-vector-wide register tiles where the vector axis allows
 
 
 def lanes_for(simd: str | None, dtype: str = "float32") -> int:
@@ -108,7 +109,8 @@ class _Scheduler:
         if len(loops) != len(kinds):
             return False
         ext = [_int(block.iter_vars[i].dom.extent) for i in range(len(kinds))]
-        vf = _divisor(ext[v], cfg.vector_lanes)
+        vf, max_rows = self._tile_shape(ext[v], ext[u] if u is not None and u not in shared
+                                        else None)
         if vf is None:
             return False
         wb = sch.cache_write(blk, 0, "local")
@@ -117,7 +119,7 @@ class _Scheduler:
         vo, vi = sch.split(loops[v], [None, vf])
         outer, inner = [], [vi]
         # rows of the register tile: a divisor of the extent, so that no predicate is needed
-        uf = max((d for d in range(1, 2 * cfg.tile_rows + 1) if ext[u] % d == 0), default=None) \
+        uf = max((d for d in range(1, max_rows + 1) if ext[u] % d == 0), default=None) \
             if u is not None and ext[u] else None
         for i, lp in enumerate(loops):
             if i == v:
@@ -147,6 +149,24 @@ class _Scheduler:
         except Exception:  # noqa: BLE001 - keep the unpacked layout
             self.sch = snapshot
         return True
+
+    def _tile_shape(self, extent: int | None, rows_extent: int | None) -> tuple[int | None, int]:
+        """(V lanes, most U rows) of the register tile for a vector axis of ``extent`` and
+        a GEMM-like row axis of ``rows_extent`` (None: not GEMM-like).
+
+        Two vectors wide and up to 1.5 ``tile_rows`` high (the 4x16 / 6x16 AVX2 micro-kernel
+        shape: each broadcast input feeds two FMAs) when the vector axis allows it and the rows
+        still give as many accumulators as one vector wide and up to 2 ``tile_rows`` high."""
+        lanes, rows = self.cfg.vector_lanes, self.cfg.tile_rows
+        narrow = (_divisor(extent, lanes), 2 * rows)
+        if not (self.cfg.wide_tiles and rows_extent and extent and extent % (2 * lanes) == 0):
+            return narrow
+        wide_rows = (3 * rows) // 2
+        r_wide = max(d for d in range(1, wide_rows + 1) if rows_extent % d == 0)
+        r_narrow = max(d for d in range(1, 2 * rows + 1) if rows_extent % d == 0)
+        if r_wide >= 2 and 2 * r_wide >= r_narrow:
+            return 2 * lanes, wide_rows
+        return narrow
 
     def _pack_weights(self, blk, vf: int) -> None:
         """Give a weight operand read along the vector axis the layout [.. // vf, ..., vf]
