@@ -130,6 +130,12 @@ def targets_cmd(
     out.print(table)
 
 
+from kiln.cli.serve import keys_app, serve_cmd  # noqa: E402  (the service's commands)
+
+app.command("serve")(serve_cmd)
+app.add_typer(keys_app, name="keys")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning errors into one line and an exit status."""
     debug = bool(os.environ.get("KILN_DEBUG"))

@@ -1,0 +1,76 @@
+"""``kiln serve`` (the job service) and ``kiln keys create`` (its access keys)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kiln.errors import KilnError
+
+SERVICE_HINT = "install the service extra: pip install 'kilnml[service]'"
+keys_app = typer.Typer(no_args_is_help=True, help="Access keys of `kiln serve` (SigV4 and bearer).")
+
+StateDir = Annotated[Optional[Path], typer.Option(help="service state: database, keys, logs "
+                                                  "(default $KILN_STATE_DIR or "
+                                                  "~/.local/state/kiln)")]
+
+
+def _settings(**kw):
+    try:
+        from kiln.service.settings import Settings
+    except ImportError as exc:
+        raise KilnError("invalid_options", f"`kiln serve` needs {exc.name}", hint=SERVICE_HINT) from None
+    return Settings.from_env(**kw)
+
+
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8470,
+    state_dir: StateDir = None,
+    db_url: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL, e.g. postgresql+psycopg"
+                                                  "://u:p@host/kiln (default: SQLite in the "
+                                                  "state dir; env KILN_DB_URL)")] = None,
+    keys_file: Annotated[Optional[Path], typer.Option(help="access keys JSON (default "
+                                                      "STATE_DIR/keys.json)")] = None,
+    workers: Annotated[int, typer.Option(help="concurrent compiles (0: queue only)")] = 1,
+    region: Annotated[str, typer.Option(help="region named in job ARNs for REST callers")] = "us-east-1",
+    s3_endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint for "
+                                                           "s3:// locations (env "
+                                                           "KILN_S3_ENDPOINT_URL)")] = None,
+) -> None:
+    """Serve compilation jobs: SageMaker's JSON protocol on POST / (boto3) and REST on /v1."""
+    settings = _settings(state_dir=state_dir, keys_file=keys_file, db_url=db_url,
+                         workers=workers, region=region, s3_endpoint_url=s3_endpoint_url)
+    import uvicorn
+
+    from kiln.service import create_app
+
+    if not settings.keys:
+        typer.echo(f"warning: no access keys in {keys_file or settings.keys_file}; every request "
+                   "but /health is refused. Create one: kiln keys create TENANT", err=True)
+    typer.echo(f"kiln serve: http://{host}:{port} (state {settings.state_dir}, "
+               f"{settings.workers} worker(s))", err=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Argument(help="who the key belongs to; jobs are per tenant")],
+    state_dir: StateDir = None,
+    keys_file: Annotated[Optional[Path], typer.Option(help="default STATE_DIR/keys.json")] = None,
+    account_id: Annotated[str, typer.Option(help="12-digit account id for job ARNs "
+                                            "(default: derived from the tenant)")] = "",
+) -> None:
+    """Create an access key (SigV4 key id + secret, and a REST bearer token) for TENANT."""
+    from kiln.service.auth import add_key_to_file, new_key
+
+    settings = _settings(state_dir=state_dir)
+    path = keys_file or settings.keys_file
+    key = new_key(tenant, account_id)
+    add_key_to_file(path, key)
+    typer.echo(f"added a key for tenant {tenant!r} to {path} (restart `kiln serve` to use it)")
+    typer.echo(f"aws_access_key_id     = {key.access_key_id}")
+    typer.echo(f"aws_secret_access_key = {key.secret_access_key}")
+    typer.echo(f"bearer token          = {key.bearer_token}")
