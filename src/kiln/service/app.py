@@ -16,10 +16,18 @@ from kiln.service.operations import Limits, Operations
 from kiln.service.settings import Settings
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kilnml")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def create_app(settings: Settings, *, start_executor: bool = True) -> FastAPI:
     """The service. The database is migrated and the executor started when the app starts."""
-    from kiln import __version__
-
+    __version__ = _version()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.database_url)
     store = JobStore(settings.database_url)
