@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -81,16 +82,30 @@ def test_bad_model_fails_with_neo_reason(server, keys, models, tmp_path):
     _create(client, "missing-model", f"file://{models}/nothere.onnx", str(tmp_path), device="ml_c5")
     _create(client, "keras-model", str(models / "mlp.onnx"), str(tmp_path), device="ml_c5",
             framework="KERAS")
+    import onnx
+    from test_cli_errors import unsupported_model
+
+    onnx.save(unsupported_model(), tmp_path / "unsup.onnx")
+    _create(client, "unsupported-ops", str(tmp_path / "unsup.onnx"), f"{tmp_path}/out",
+            platform={"Os": "LINUX", "Arch": "X86_64"})
     job = wait_for(client, "bad-model")
     assert job["CompilationJobStatus"] == "FAILED"
     assert job["FailureReason"].startswith("ClientError: InputConfiguration: "), job["FailureReason"]
     assert "bad.onnx" in job["FailureReason"]
-    assert "ModelArtifacts" not in job and not list(tmp_path.iterdir())
+    assert "ModelArtifacts" not in job
     job = wait_for(client, "missing-model")
     assert job["FailureReason"] == (f"ClientError: InputConfiguration: model file "
                                     f"file://{models}/nothere.onnx does not exist")
     job = wait_for(client, "keras-model")
     assert job["FailureReason"].startswith("ClientError: InputConfiguration: Framework KERAS")
+    job = wait_for(client, "unsupported-ops")
+    reason = job["FailureReason"]
+    assert reason.startswith("ClientError: InputConfiguration: OperatorNotImplemented: "), reason
+    assert all(op in reason for op in ("Celu", "Det", "Frobnicate")) and "Relu" not in reason
+    assert not (tmp_path / "out").exists()
+    logs = httpx.get(f"{server.url}/v1/compilation-jobs/unsupported-ops/logs",
+                     headers={"Authorization": f"Bearer {keys['a'].bearer_token}"}).text
+    assert "kiln.cli.main compile" in logs and "error[unsupported_operator]" in logs
 
 
 def _compile_pids(marker: str) -> list[int]:
