@@ -27,7 +27,7 @@ def models(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("svc-models")
     model = MODELS["mlp"]()
     onnx.save(model, root / "mlp.onnx")
-    for name in ("stopme", "slow"):
+    for name in ("stopme", "slow", "killme"):
         onnx.save(MODELS["cnn"](), root / f"{name}.onnx")
     with tarfile.open(root / "mlp.tar.gz", "w:gz") as tar:
         tar.add(root / "mlp.onnx", arcname="mlp.onnx")

@@ -192,3 +192,26 @@ def test_describe_returns_the_request_as_given(queue_server, keys):
     assert job["CreationTime"].tzinfo is not None
     assert abs(job["CreationTime"].timestamp() - time.time()) < 30
     json.dumps(job, default=str)
+
+
+def test_fifty_concurrent_creates_none_lost_or_duplicated(queue_server, keys):
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"burst-{i:02d}" for i in range(50)] + ["burst-07"] * 5
+    clients = [queue_server.client(keys["a"]) for _ in range(8)]
+
+    def submit(i_name):
+        i, name = i_name
+        try:
+            return create(clients[i % 8], name)["CompilationJobArn"]
+        except botocore.exceptions.ClientError as exc:
+            return exc.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(submit, enumerate(names)))
+    arns = [r for r in results if r.startswith("arn:")]
+    assert len(arns) == len(set(arns)) == 50 and results.count("ResourceInUse") == 5
+    pages = queue_server.client(keys["a"]).get_paginator("list_compilation_jobs").paginate(
+        NameContains="burst-", SortBy="Name")
+    listed = [s["CompilationJobName"] for p in pages for s in p["CompilationJobSummaries"]]
+    assert listed == sorted(set(names))

@@ -148,3 +148,20 @@ def test_max_runtime_fails_the_job_with_neo_timeout(server, keys, models, tmp_pa
                                     "within MaxRuntimeInSeconds (2 s) and was stopped")
     took = (job["CompilationEndTime"] - job["CompilationStartTime"]).total_seconds()
     assert 2 <= took < 20 and not _compile_pids("slow.onnx") and not list(tmp_path.iterdir())
+
+
+def test_a_compile_killed_mid_job_fails_the_job(server, keys, models, tmp_path):
+    import os
+    import signal
+
+    client = server.client(keys["a"])
+    _create(client, "kill-me", str(models / "killme.onnx"), str(tmp_path), device="ml_c5")
+    deadline = time.time() + 120
+    while not _compile_pids("killme.onnx") and time.time() < deadline:
+        time.sleep(0.1)
+    for pid in _compile_pids("killme.onnx"):
+        os.kill(pid, signal.SIGKILL)
+    job = wait_for(client, "kill-me", timeout=60)
+    assert job["CompilationJobStatus"] == "FAILED"
+    assert job["FailureReason"] == ("ServerError: the compile process ended without a result "
+                                    "(exit status -9)")
