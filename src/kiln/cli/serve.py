@@ -74,3 +74,94 @@ def keys_create(
     typer.echo(f"aws_access_key_id     = {key.access_key_id}")
     typer.echo(f"aws_secret_access_key = {key.secret_access_key}")
     typer.echo(f"bearer token          = {key.bearer_token}")
+
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Compilation jobs on a `kiln serve` server "
+                       "(REST API; --url/KILN_URL, --token/KILN_TOKEN).")
+Url = Annotated[str, typer.Option(envvar="KILN_URL", help="server URL")]
+Token = Annotated[str, typer.Option(envvar="KILN_TOKEN", help="bearer token (kiln keys create)")]
+
+
+def _client(url: str, token: str):
+    from kiln.service.client import JobsClient
+
+    return JobsClient(url, token=token)
+
+
+def _print(doc) -> None:
+    import json
+
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@jobs_app.command("create")
+def jobs_create(
+    name: Annotated[str, typer.Argument(help="job name (1-63 of [a-zA-Z0-9-])")],
+    model: Annotated[str, typer.Option(help="s3://, file:// or absolute path of the model "
+                                       "(.onnx or Neo's model.tar.gz)")],
+    output: Annotated[str, typer.Option(help="output location (s3://, file://, path)")],
+    target: Annotated[Optional[str], typer.Option(help="TargetDevice, e.g. rasp4b")] = None,
+    platform: Annotated[Optional[str], typer.Option(help="TargetPlatform OS/ARCH[/ACCEL]")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="DataInputConfig JSON")] = None,
+    compiler_options: Annotated[Optional[str], typer.Option(help="CompilerOptions JSON")] = None,
+    max_runtime: Annotated[int, typer.Option(help="MaxRuntimeInSeconds")] = 900,
+    wait: Annotated[bool, typer.Option(help="wait until the job ends")] = False,
+    url: Url = "http://127.0.0.1:8470", token: Token = "",
+) -> None:
+    """Create a compilation job; prints its ARN (and, with --wait, the finished job)."""
+    tp = None
+    if platform:
+        parts = platform.split("/")
+        tp = dict(zip(("Os", "Arch", "Accelerator"), parts))
+    client = _client(url, token)
+    typer.echo(client.create(name, model=model, output=output, target=target, platform=tp,
+                             input_shapes=input_shape, compiler_options=compiler_options,
+                             max_runtime_s=max_runtime))
+    if wait:
+        _print(client.wait(name))
+
+
+@jobs_app.command("describe")
+def jobs_describe(name: str, url: Url = "http://127.0.0.1:8470", token: Token = "") -> None:
+    """Print one job as JSON."""
+    _print(_client(url, token).describe(name))
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[Optional[str], typer.Option(help="StatusEquals")] = None,
+    name_contains: Annotated[Optional[str], typer.Option(help="NameContains")] = None,
+    sort_by: Annotated[str, typer.Option(help="Name, CreationTime or Status")] = "CreationTime",
+    sort_order: Annotated[str, typer.Option(help="Ascending or Descending")] = "Ascending",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    url: Url = "http://127.0.0.1:8470", token: Token = "",
+) -> None:
+    """List jobs (every page)."""
+    rows = _client(url, token).list(status=status, name_contains=name_contains, sort_by=sort_by,
+                                    sort_order=sort_order)
+    if as_json:
+        _print(rows)
+        return
+    for r in rows:
+        target = r.get("CompilationTargetDevice") or "/".join(
+            r.get(f"CompilationTargetPlatform{k}", "") for k in ("Os", "Arch")).strip("/")
+        typer.echo(f"{r['CompilationJobName']:<40} {r['CompilationJobStatus']:<10} {target:<16} "
+                   f"{r['CreationTime']}")
+
+
+@jobs_app.command("stop")
+def jobs_stop(name: str, url: Url = "http://127.0.0.1:8470", token: Token = "") -> None:
+    """Stop a job (its compile gets SIGTERM, then SIGKILL)."""
+    _client(url, token).stop(name)
+
+
+@jobs_app.command("delete")
+def jobs_delete(name: str, url: Url = "http://127.0.0.1:8470", token: Token = "") -> None:
+    """Delete a COMPLETED, FAILED or STOPPED job (the artifact stays)."""
+    _client(url, token).delete(name)
+
+
+@jobs_app.command("logs")
+def jobs_logs(name: str, url: Url = "http://127.0.0.1:8470", token: Token = "") -> None:
+    """Print the compile's output."""
+    typer.echo(_client(url, token).logs(name), nl=False)
