@@ -26,6 +26,8 @@ from kiln.jobs.model import (COMPLETED, FAILED, STOPPED, STOPPING, now, target_a
 from kiln.jobs.store import JobRow, JobStore
 
 STOP_GRACE_S = 5.0
+HEARTBEAT_S = 5.0
+LOG_TAIL_BYTES = 32 * 1024
 
 
 @dataclass
@@ -98,12 +100,18 @@ class LocalExecutor:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def submit(self, job_id: int) -> None:
+        """A new job was queued (the local workers poll the store, so nothing to do)."""
+
     def _finish(self, job_id: int, status: str, **fields) -> None:
         current = self.store.by_id(job_id)
         if current is None:
             return
         if current.status == STOPPING and status == COMPLETED:
             status, fields = STOPPED, {}  # a stop request wins over a late success
+        log = log_path(self.cfg.state_dir, job_id)
+        if log.exists():  # kept in the record too, for workers on other machines
+            fields["_log"] = log.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace")
         self.store.change(job_id, status, CompilationEndTime=now(), **fields)
 
     def _compile(self, row: JobRow, work: Path, log: Path) -> dict:
@@ -140,10 +148,12 @@ class LocalExecutor:
             out.flush()
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=_die_with_parent,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1",
                                          "COLUMNS": "200"})
         with self._lock:
             self._procs[row.id] = proc
+        beat = time.time()
         try:
             while True:
                 try:
@@ -151,6 +161,9 @@ class LocalExecutor:
                     break
                 except subprocess.TimeoutExpired:
                     pass
+                if time.time() - beat > HEARTBEAT_S:
+                    self.store.heartbeat(row.id)
+                    beat = time.time()
                 if self._stop.is_set():
                     _terminate(proc)
                     raise JobFailure(failure.RESTARTED)
@@ -171,6 +184,17 @@ class LocalExecutor:
 
 class _Stopped(Exception):
     pass
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the worker dies (Linux prctl PR_SET_PDEATHSIG), so a killed
+    worker leaves no compile behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def _terminate(proc: subprocess.Popen) -> None:

@@ -38,7 +38,8 @@ class JobRow(Base):
 
     def describe(self) -> dict:
         """DescribeCompilationJob's fields (timestamps as epoch seconds)."""
-        return {**self.record, "CompilationJobStatus": self.status,
+        public = {k: v for k, v in self.record.items() if not k.startswith("_")}
+        return {**public, "CompilationJobStatus": self.status,
                 "CreationTime": self.created_at, "LastModifiedTime": self.modified_at}
 
 
@@ -167,15 +168,49 @@ class JobStore:
     def claim_next(self) -> JobRow | None:
         """Take the oldest STARTING job for this worker (INPROGRESS), or None."""
         with Session(self.engine) as s:
-            for job_id in s.scalars(select(JobRow.id).where(JobRow.status == STARTING)
-                                    .order_by(JobRow.id).limit(5)):
-                stamp = now()
-                got = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status ==
-                                STARTING).values(status=INPROGRESS, modified_at=stamp)).rowcount
-                s.commit()
-                if got:
-                    return self.change(job_id, CompilationStartTime=stamp)
+            ids = list(s.scalars(select(JobRow.id).where(JobRow.status == STARTING)
+                                 .order_by(JobRow.id).limit(5)))
+        for job_id in ids:
+            row = self.claim(job_id)
+            if row is not None:
+                return row
         return None
+
+    def claim(self, job_id: int, worker: str = "") -> JobRow | None:
+        """STARTING -> INPROGRESS for job ``job_id`` if no one else took (or stopped) it."""
+        stamp = now()
+        with Session(self.engine) as s:
+            got = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status ==
+                            STARTING).values(status=INPROGRESS, modified_at=stamp)).rowcount
+            s.commit()
+        if not got:
+            return None
+        return self.change(job_id, CompilationStartTime=stamp, _worker=worker, _heartbeat=stamp)
+
+    def heartbeat(self, job_id: int) -> None:
+        """A worker says it is still running job ``job_id`` (status unchanged)."""
+        with Session(self.engine) as s:
+            row = s.get(JobRow, job_id)
+            if row is not None:
+                row.record = {**row.record, "_heartbeat": now()}
+                s.commit()
+
+    def reap(self, stale_s: float) -> int:
+        """Jobs whose worker stopped sending heartbeats for ``stale_s`` end FAILED (or STOPPED
+        when a stop was asked for): a dead worker never leaves a job INPROGRESS."""
+        limit = now() - stale_s
+        with Session(self.engine) as s:
+            rows = list(s.scalars(select(JobRow).where(JobRow.status.in_((INPROGRESS, STOPPING)))))
+        dead = [r for r in rows if r.record.get("_heartbeat", r.modified_at) < limit]
+        for row in dead:
+            if row.status == STOPPING:
+                self.change(row.id, STOPPED, CompilationEndTime=now())
+            else:
+                who = row.record.get("_worker") or "its worker"
+                self.change(row.id, "FAILED", CompilationEndTime=now(), FailureReason=failure.reason(
+                    "ServerError", f"the worker running the job ({who}) stopped responding "
+                    f"for {stale_s:.0f} s; create the job again"))
+        return len(dead)
 
     def recover(self) -> int:
         """At start-up: jobs a dead server left INPROGRESS fail, STOPPING ones end STOPPED."""

@@ -175,7 +175,8 @@ def router(state) -> APIRouter:
         except JobError as exc:
             return rest_error(exc.kind, exc.message)
         path = log_path(state.settings.state_dir, row.id)
-        return PlainTextResponse(path.read_text(errors="replace") if path.exists() else "")
+        text = path.read_text(errors="replace") if path.exists() else row.record.get("_log", "")
+        return PlainTextResponse(text)
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request):
