@@ -27,10 +27,10 @@ class LiveServer:
     """``kiln serve``'s app under uvicorn, started and stopped in-process."""
 
     def __init__(self, state_dir: Path, keys: list[AccessKey], *, workers: int = 1,
-                 s3_endpoint_url: str | None = None) -> None:
+                 s3_endpoint_url: str | None = None, **settings) -> None:
         self.settings = Settings(state_dir=state_dir, keys=tuple(keys), workers=workers,
                                  max_request_bytes=64 * 1024, s3_endpoint_url=s3_endpoint_url,
-                                 s3_key="testing", s3_secret="testing")
+                                 s3_key="testing", s3_secret="testing", **settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(self.settings)

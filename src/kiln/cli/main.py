@@ -130,9 +130,10 @@ def targets_cmd(
     out.print(table)
 
 
-from kiln.cli.serve import jobs_app, keys_app, serve_cmd  # noqa: E402  (the service's commands)
+from kiln.cli.serve import jobs_app, keys_app, serve_cmd, worker_cmd  # noqa: E402  (service)
 
 app.command("serve")(serve_cmd)
+app.command("worker")(worker_cmd)
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 

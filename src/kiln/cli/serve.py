@@ -39,10 +39,16 @@ def serve_cmd(
     s3_endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint for "
                                                            "s3:// locations (env "
                                                            "KILN_S3_ENDPOINT_URL)")] = None,
+    broker: Annotated[Optional[str], typer.Option(help="Redis URL: queue jobs for `kiln worker` "
+                                                  "processes instead of compiling here (env "
+                                                  "KILN_BROKER_URL)")] = None,
+    worker_timeout: Annotated[float, typer.Option(help="with --broker: fail a job whose worker "
+                                                  "sent no heartbeat for this many seconds")] = 120,
 ) -> None:
     """Serve compilation jobs: SageMaker's JSON protocol on POST / (boto3) and REST on /v1."""
     settings = _settings(state_dir=state_dir, keys_file=keys_file, db_url=db_url,
-                         workers=workers, region=region, s3_endpoint_url=s3_endpoint_url)
+                         workers=workers, region=region, s3_endpoint_url=s3_endpoint_url,
+                         broker_url=broker, worker_timeout_s=worker_timeout)
     import uvicorn
 
     from kiln.service import create_app
@@ -50,9 +56,30 @@ def serve_cmd(
     if not settings.keys:
         typer.echo(f"warning: no access keys in {keys_file or settings.keys_file}; every request "
                    "but /health is refused. Create one: kiln keys create TENANT", err=True)
-    typer.echo(f"kiln serve: http://{host}:{port} (state {settings.state_dir}, "
-               f"{settings.workers} worker(s))", err=True)
+    where = (f"jobs queued on {settings.broker_url}" if settings.broker_url
+             else f"{settings.workers} local worker(s)")
+    typer.echo(f"kiln serve: http://{host}:{port} (state {settings.state_dir}, {where})", err=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def worker_cmd(
+    broker: Annotated[str, typer.Option(envvar="KILN_BROKER_URL", help="Redis URL of the queue, "
+                                        "as given to `kiln serve --broker`")],
+    db_url: Annotated[str, typer.Option(envvar="KILN_DB_URL", help="the server's database URL "
+                                        "(shared: PostgreSQL across machines)")],
+    concurrency: Annotated[int, typer.Option(help="compiles at once on this machine")] = 1,
+    state_dir: StateDir = None,
+    s3_endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint (env "
+                                                           "KILN_S3_ENDPOINT_URL)")] = None,
+) -> None:
+    """Run compilation jobs queued by `kiln serve --broker` (a Celery worker)."""
+    settings = _settings(state_dir=state_dir, db_url=db_url, broker_url=broker,
+                         s3_endpoint_url=s3_endpoint_url)
+    from kiln.jobs.distributed import run_worker
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    run_worker(broker_url=broker, db_url=settings.database_url, state_dir=settings.state_dir,
+               concurrency=concurrency, storage_options=settings.storage_options())
 
 
 @keys_app.command("create")

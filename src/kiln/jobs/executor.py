@@ -186,15 +186,23 @@ class _Stopped(Exception):
     pass
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGKILL when the worker dies (Linux prctl PR_SET_PDEATHSIG), so a killed
-    worker leaves no compile behind."""
+def _load_prctl():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+_PRCTL = _load_prctl()  # resolved here: the child of a threaded parent must not import
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the worker dies (Linux prctl PR_SET_PDEATHSIG), so a killed
+    worker leaves no compile behind."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)
 
 
 def _terminate(proc: subprocess.Popen) -> None:

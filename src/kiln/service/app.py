@@ -31,17 +31,25 @@ def create_app(settings: Settings, *, start_executor: bool = True) -> FastAPI:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.database_url)
     store = JobStore(settings.database_url)
-    executor = LocalExecutor(store, ExecutorConfig(
-        state_dir=settings.state_dir, concurrency=settings.workers if start_executor else 0,
-        storage_options=settings.storage_options()))
+    if settings.broker_url:  # Celery workers elsewhere (`kiln worker`)
+        from kiln.jobs.distributed import CeleryExecutor
+
+        executor = CeleryExecutor(store, settings.broker_url,
+                                  worker_timeout_s=settings.worker_timeout_s)
+    else:
+        executor = LocalExecutor(store, ExecutorConfig(
+            state_dir=settings.state_dir, concurrency=settings.workers if start_executor else 0,
+            storage_options=settings.storage_options()))
     state = SimpleNamespace(settings=settings, store=store, executor=executor,
                             keyring=KeyRing(list(settings.keys)),
                             ops=Operations(store, Limits(settings.max_active_jobs,
-                                                         settings.default_max_runtime_s)))
+                                                         settings.default_max_runtime_s),
+                                           submit=executor.submit))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        state.recovered = store.recover()
+        # the local pool died with the previous server; Celery workers are reaped by heartbeat
+        state.recovered = 0 if settings.broker_url else store.recover()
         executor.start()
         yield
         executor.shutdown()

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from kiln.jobs.model import STATUSES, JobError, check_name, invalid, validate_create
+from kiln.jobs.model import STATUSES, JobError, check_name, invalid, now, validate_create
 from kiln.jobs.store import SORT_COLUMNS, JobRow, JobStore
 from kiln.service.auth import AccessKey
 
@@ -41,13 +41,18 @@ class Limits:
 
 
 class Operations:
-    def __init__(self, store: JobStore, limits: Limits) -> None:
-        self.store, self.limits = store, limits
+    def __init__(self, store: JobStore, limits: Limits, submit=lambda _job_id: None) -> None:
+        self.store, self.limits, self.submit = store, limits, submit
 
     def create(self, caller: Caller, req: dict) -> dict:
         job = validate_create(req, default_max_runtime=self.limits.default_max_runtime_s)
         row = self.store.create(caller.tenant, job, caller.arn(job.name),
                                 active_limit=self.limits.max_active_jobs)
+        try:
+            self.submit(row.id)
+        except Exception as exc:  # the broker is away: the job must not wait forever
+            self.store.change(row.id, "FAILED", CompilationEndTime=now(), FailureReason=(
+                f"ServerError: the job queue is unavailable: {type(exc).__name__}: {exc}")[:1024])
         return {"CompilationJobArn": row.record["CompilationJobArn"]}
 
     def describe(self, caller: Caller, req: dict) -> dict:

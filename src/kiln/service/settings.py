@@ -27,6 +27,8 @@ class Settings:
     max_active_jobs: int = 100
     default_max_runtime_s: int = 900
     max_request_bytes: int = 1 << 20
+    broker_url: str | None = None
+    worker_timeout_s: float = 120.0
     s3_endpoint_url: str | None = None
     s3_key: str | None = None
     s3_secret: str | None = None
@@ -59,6 +61,7 @@ class Settings:
         if os.environ.get("KILN_ACCESS_KEYS"):
             keys += load_keys(os.environ["KILN_ACCESS_KEYS"])
         env = {"db_url": os.environ.get("KILN_DB_URL"),
+               "broker_url": os.environ.get("KILN_BROKER_URL"),
                "s3_endpoint_url": os.environ.get("KILN_S3_ENDPOINT_URL"),
                "s3_key": os.environ.get("KILN_S3_ACCESS_KEY_ID"),
                "s3_secret": os.environ.get("KILN_S3_SECRET_ACCESS_KEY")}
