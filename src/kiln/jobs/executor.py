@@ -8,6 +8,7 @@ artifact and records its BLAKE2 digest. The service process itself never imports
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -117,17 +118,24 @@ class LocalExecutor:
     def _compile(self, row: JobRow, work: Path, log: Path) -> dict:
         rec = row.record
         inp, outp = rec["InputConfig"], rec["OutputConfig"]
-        if inp["Framework"] != "ONNX":
+        frameworks = _compiler_takes_framework(self.cfg.python)
+        if inp["Framework"] != "ONNX" and not frameworks:
             raise JobFailure(failure.reason("ClientError: InputConfiguration", f"Framework "
                              f"{inp['Framework']} is not supported by this Kiln server yet; "
                              "export the model to ONNX"))
         deadline = row.record["StoppingCondition"]["MaxRuntimeInSeconds"] + time.time()
-        model = model_file(fetch(inp["S3Uri"], work, self.cfg.storage_options), work)
+        model = fetch(inp["S3Uri"], work, self.cfg.storage_options)
+        if inp["Framework"] == "ONNX":
+            model = model_file(model, work)  # Neo's model.tar.gz: the one .onnx inside
         device, platform = target_args(outp)
         suffix = device or platform.replace("/", "_")
         artifact = work / "out" / f"{model.name.split('.')[0]}-{suffix}.tar.gz"
         cmd = [self.cfg.python, "-m", "kiln.cli.main", "compile", str(model), "-o", str(artifact)]
         cmd += ["--target", device] if device else ["--platform", platform]
+        if frameworks and inp["Framework"] != "ONNX":  # the importer unpacks Neo's package
+            cmd += ["--framework", inp["Framework"]]
+            if inp.get("FrameworkVersion"):
+                cmd += ["--framework-version", inp["FrameworkVersion"]]
         if inp.get("DataInputConfig"):
             cmd += ["--input-shape", inp["DataInputConfig"]]
         if outp.get("CompilerOptions"):
@@ -180,6 +188,18 @@ class LocalExecutor:
                 self._procs.pop(row.id, None)
         if rc != 0:
             raise JobFailure(_reason_from_log(rc, log))
+
+
+@functools.lru_cache(maxsize=4)
+def _compiler_takes_framework(python: str) -> bool:
+    """Whether this Kiln's ``kiln compile`` has ``--framework`` (importers beyond ONNX)."""
+    try:
+        out = subprocess.run([python, "-m", "kiln.cli.main", "compile", "--help"],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "COLUMNS": "200"})
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--framework" in out.stdout
 
 
 class _Stopped(Exception):
