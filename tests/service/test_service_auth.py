@@ -81,10 +81,14 @@ def test_nothing_is_open_but_health(queue_server):
     assert r.status_code == 200 and r.json()["status"] == "ok"
     for method, path in (("GET", "/v1/compilation-jobs"), ("GET", "/v1/openapi.json"),
                          ("GET", "/v1/compilation-jobs/x/logs"), ("POST", "/v1/compilation-jobs"),
-                         ("DELETE", "/v1/compilation-jobs/x")):
+                         ("DELETE", "/v1/compilation-jobs/x"),
+                         ("GET", "/v1/compilation-jobs/x/artifact")):
         r = httpx.request(method, queue_server.url + path)
         assert r.status_code == 401, (method, path)
         assert r.json()["error"]["code"] == "unauthorized"
+    page = httpx.get(queue_server.url + "/jobs")  # the page itself holds no data
+    assert page.status_code == 200 and "/v1/compilation-jobs" in page.text
+    assert "Bearer" in page.text and "CompilationJobName" in page.text
     for path in ("/docs", "/redoc", "/openapi.json"):
         assert httpx.get(queue_server.url + path).status_code in (404, 405)
     with pytest.raises(botocore.exceptions.ClientError):

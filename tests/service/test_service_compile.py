@@ -56,6 +56,10 @@ def test_host_and_rasp4b_jobs_complete(server, keys, models, s3, tmp_path):
     assert job["CreationTime"] <= job["CompilationStartTime"] < job["CompilationEndTime"]
     assert job["LastModifiedTime"] >= job["CompilationEndTime"]
     assert job["RoleArn"] == ROLE and job["StoppingCondition"]["MaxRuntimeInSeconds"] == 600
+    r = httpx.get(f"{server.url}/v1/compilation-jobs/mlp-host/artifact",
+                  headers={"Authorization": f"Bearer {keys['a'].bearer_token}"})
+    assert r.status_code == 200 and r.content == artifact.read_bytes()
+    assert r.headers["content-disposition"] == "attachment; filename=mlp-LINUX_X86_64.tar.gz"
     x = np.load(models / "mlp.x.npy")
     got = kiln.load(artifact).run({"x": x})
     want = onnx_reference(models / "mlp.onnx", {"x": x})
@@ -67,6 +71,9 @@ def test_host_and_rasp4b_jobs_complete(server, keys, models, s3, tmp_path):
     assert job["ModelArtifacts"]["S3ModelArtifacts"] == "s3://models/out/mlp-rasp4b.tar.gz"
     body = s3c.get_object(Bucket="models", Key="out/mlp-rasp4b.tar.gz")["Body"].read()
     assert job["ModelDigests"]["ArtifactDigest"] == _blake2(body)
+    r = httpx.get(f"{server.url}/v1/compilation-jobs/mlp-rasp4b/artifact",
+                  headers={"Authorization": f"Bearer {keys['a'].bearer_token}"})
+    assert r.status_code == 200 and r.content == body
     assert "DerivedInformation" not in job  # the shapes were given
     (tmp_path / "arm.tar.gz").write_bytes(body)
     from kiln.artifact import unpack

@@ -101,6 +101,14 @@ def upload(artifact: Path, uri: str, storage: dict) -> None:
                                         f"{exc}")) from None
 
 
+def open_artifact(uri: str, storage: dict):
+    """A binary file object for the artifact at ``uri`` (for the REST download)."""
+    local = _local(uri)
+    if local is not None:
+        return open(local, "rb")
+    return _fs(uri, storage).open(uri, "rb")
+
+
 def blake2(path: Path) -> str:
     """ModelDigests.ArtifactDigest: the BLAKE2b (512-bit) hex digest of the artifact file."""
     h = hashlib.blake2b()

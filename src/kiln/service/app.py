@@ -66,6 +66,15 @@ def create_app(settings: Settings, *, start_executor: bool = True) -> FastAPI:
         where = ".".join(str(x) for x in first.get("loc", ()))
         return rest.rest_error("ValidationException", f"{where}: {first.get('msg', 'invalid')}")
 
+    @app.get("/jobs", include_in_schema=False)
+    async def jobs_page():
+        """The live job list (HTML; its script uses the REST API with the caller's token)."""
+        from fastapi.responses import HTMLResponse
+
+        from kiln.service.page import PAGE
+
+        return HTMLResponse(PAGE)
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "version": __version__}

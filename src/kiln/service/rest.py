@@ -178,6 +178,36 @@ def router(state) -> APIRouter:
         text = path.read_text(errors="replace") if path.exists() else row.record.get("_log", "")
         return PlainTextResponse(text)
 
+    @api.get("/compilation-jobs/{name}/artifact")
+    async def job_artifact(request: Request, name: str):
+        """The compiled artifact (.tar.gz) of a COMPLETED job, from its output location."""
+        from fastapi.responses import StreamingResponse
+
+        from kiln.jobs.locations import open_artifact
+
+        try:
+            job = (await run_in_threadpool(state.ops.logs, caller(request), name)).describe()
+        except AuthError as exc:
+            return rest_error("Unauthorized", exc.message)
+        except JobError as exc:
+            return rest_error(exc.kind, exc.message)
+        uri = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+        if job["CompilationJobStatus"] != "COMPLETED" or not uri:
+            return rest_error("ResourceNotFound", f"job {name} is {job['CompilationJobStatus']}; "
+                              "it has no artifact")
+        try:
+            f = await run_in_threadpool(open_artifact, uri, state.settings.storage_options())
+        except OSError as exc:
+            return rest_error("ResourceNotFound", f"the artifact {uri} cannot be read: {exc}")
+
+        def chunks():
+            with f:
+                while block := f.read(1 << 20):
+                    yield block
+
+        return StreamingResponse(chunks(), media_type="application/gzip", headers={
+            "Content-Disposition": f"attachment; filename={uri.rsplit('/', 1)[-1]}"})
+
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request):
         try:
