@@ -26,6 +26,18 @@ NEO_CLASS: dict[str, str] = {
     "toolchain_failed": "ServerError: CompilationError",
     "runtime_bundle_unavailable": "ServerError: CompilationError",
     "internal_error": "ServerError",
+    # artifact and runtime codes: a compile does not raise them, but if one does it is Kiln's fault
+    **{code: "ServerError" for code in ("invalid_artifact", "unsafe_archive", "artifact_corrupt",
+                                        "target_mismatch", "emulator_missing", "invalid_input",
+                                        "run_failed", "job_request_failed")},
+    # codes other branches add (framework importers, trees, tuning); harmless before they land
+    "unsupported_framework": "ClientError: InputConfiguration",
+    "invalid_model_package": "ClientError: InputConfiguration",
+    "framework_not_installed": "ServerError: InputConfiguration",
+    "untrusted_model": "ClientError: InputConfiguration",
+    "dtype_not_supported": "ClientError: OutputConfiguration",
+    "missing_dependency": "ServerError",
+    "tuning_failed": "ServerError: CompilationError",
 }
 MAX_REASON = 1024
 
