@@ -87,6 +87,7 @@ def test_bad_model_fails_with_neo_reason(server, keys, models, tmp_path):
     client = server.client(keys["a"])
     _create(client, "bad-model", str(models / "bad.onnx"), str(tmp_path), device="ml_c5")
     _create(client, "missing-model", f"file://{models}/nothere.onnx", str(tmp_path), device="ml_c5")
+    _create(client, "missing-s3", "s3://models/nothere.tar.gz", str(tmp_path), device="ml_c5")
     _create(client, "keras-model", str(models / "mlp.onnx"), str(tmp_path), device="ml_c5",
             framework="KERAS")
     import onnx
@@ -103,6 +104,9 @@ def test_bad_model_fails_with_neo_reason(server, keys, models, tmp_path):
     job = wait_for(client, "missing-model")
     assert job["FailureReason"] == (f"ClientError: InputConfiguration: model file "
                                     f"file://{models}/nothere.onnx does not exist")
+    job = wait_for(client, "missing-s3")
+    assert job["FailureReason"] == ("ClientError: InputConfiguration: S3 object does not exist: "
+                                    "s3://models/nothere.tar.gz")
     job = wait_for(client, "keras-model")  # an ONNX file is no Keras model, whatever Kiln reads
     assert job["FailureReason"].startswith("ClientError: InputConfiguration: "), job["FailureReason"]
     job = wait_for(client, "unsupported-ops")

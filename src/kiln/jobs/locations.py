@@ -1,7 +1,9 @@
-"""Model and artifact locations: local paths, ``file://`` and ``s3://`` (fsspec + s3fs).
+"""Model and artifact locations: local paths, ``file://`` and ``s3://`` (boto3).
 
 ``s3://`` works against any S3-compatible endpoint: the service passes ``endpoint_url`` (and
-keys, when given) as fsspec storage options; otherwise s3fs reads the usual AWS settings.
+keys, when given) as storage options; otherwise boto3 reads the usual AWS settings. boto3 rather
+than fsspec/s3fs: s3fs pins aiobotocore, which pins botocore to a narrow range that conflicts with
+boto3 and moto in one environment (pip could not resolve the test extra).
 """
 
 from __future__ import annotations
@@ -32,15 +34,43 @@ def _local(uri: str) -> Path | None:
     return None
 
 
-def _fs(uri: str, storage: dict):
-    import fsspec
+class _S3:
+    """``s3://bucket/key`` through boto3, with the service's endpoint and keys."""
 
-    scheme = urlparse(uri).scheme
-    try:
-        return fsspec.filesystem(scheme, **(storage if scheme == "s3" else {}))
-    except ImportError as exc:
-        raise JobFailure(failure.reason("ServerError", f"{scheme}:// needs {exc.name}: pip "
-                                        "install 'kilnml[service]'")) from None
+    def __init__(self, storage: dict) -> None:
+        try:
+            import boto3
+        except ImportError:
+            raise JobFailure(failure.reason("ServerError", "s3:// needs boto3: pip install "
+                                            "'kilnml[service]'")) from None
+        self.client = boto3.client(
+            "s3", endpoint_url=storage.get("endpoint_url"), region_name=storage.get("region"),
+            aws_access_key_id=storage.get("key"), aws_secret_access_key=storage.get("secret"))
+
+    @staticmethod
+    def split(uri: str) -> tuple[str, str]:
+        parsed = urlparse(uri)
+        return parsed.netloc, parsed.path.lstrip("/")
+
+    def get(self, uri: str, dest: Path) -> None:
+        self.client.download_file(*self.split(uri), str(dest))
+
+    def put(self, src: Path, uri: str) -> None:
+        self.client.upload_file(str(src), *self.split(uri))
+
+    def open(self, uri: str):
+        bucket, key = self.split(uri)
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"]
+
+
+def _s3_problem(exc: Exception) -> str | None:
+    """'missing' / 'denied' / None for a botocore error."""
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+        return "missing"
+    if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return "denied"
+    return None
 
 
 def fetch(uri: str, workdir: Path, storage: dict) -> Path:
@@ -51,15 +81,18 @@ def fetch(uri: str, workdir: Path, storage: dict) -> Path:
             raise JobFailure(failure.reason("ClientError: InputConfiguration",
                                             f"model file {uri} does not exist"))
         return local
-    fs = _fs(uri, storage)
     dest = workdir / (Path(urlparse(uri).path).name or "model")
     try:
-        fs.get(uri, str(dest))
-    except FileNotFoundError:
-        raise JobFailure(failure.reason("ClientError: InputConfiguration",
-                                        f"S3 object does not exist: {uri}")) from None
-    except (PermissionError, OSError) as exc:
-        raise JobFailure(failure.reason("ClientError", f"cannot read {uri}: {exc}")) from None
+        _S3(storage).get(uri, dest)
+    except JobFailure:
+        raise
+    except Exception as exc:  # botocore's ClientError / EndpointConnectionError ...
+        problem = _s3_problem(exc)
+        if problem == "missing":
+            raise JobFailure(failure.reason("ClientError: InputConfiguration",
+                                            f"S3 object does not exist: {uri}")) from None
+        prefix = "ClientError: AccessDenied" if problem == "denied" else "ClientError"
+        raise JobFailure(failure.reason(prefix, f"cannot read {uri}: {exc}")) from None
     return dest
 
 
@@ -95,9 +128,12 @@ def upload(artifact: Path, uri: str, storage: dict) -> None:
             local.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(artifact, local)
             return
-        _fs(uri, storage).put(str(artifact), uri)
-    except (PermissionError, OSError) as exc:
-        raise JobFailure(failure.reason("ClientError", f"cannot write the artifact to {uri}: "
+        _S3(storage).put(artifact, uri)
+    except JobFailure:
+        raise
+    except Exception as exc:  # OSError, botocore errors
+        prefix = "ClientError: AccessDenied" if _s3_problem(exc) == "denied" else "ClientError"
+        raise JobFailure(failure.reason(prefix, f"cannot write the artifact to {uri}: "
                                         f"{exc}")) from None
 
 
@@ -106,7 +142,10 @@ def open_artifact(uri: str, storage: dict):
     local = _local(uri)
     if local is not None:
         return open(local, "rb")
-    return _fs(uri, storage).open(uri, "rb")
+    try:
+        return _S3(storage).open(uri)
+    except Exception as exc:
+        raise OSError(str(exc)) from None
 
 
 def blake2(path: Path) -> str:

@@ -32,6 +32,7 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_key: str | None = None
     s3_secret: str | None = None
+    s3_region: str | None = None
 
     @property
     def database_url(self) -> str:
@@ -42,12 +43,9 @@ class Settings:
         return self.state_dir / "keys.json"
 
     def storage_options(self) -> dict:
-        opts: dict = {}
-        if self.s3_endpoint_url:
-            opts["client_kwargs"] = {"endpoint_url": self.s3_endpoint_url}
-        if self.s3_key:
-            opts.update(key=self.s3_key, secret=self.s3_secret)
-        return opts
+        """S3 settings for :mod:`kiln.jobs.locations` (None: boto3's usual AWS settings)."""
+        return {"endpoint_url": self.s3_endpoint_url, "key": self.s3_key,
+                "secret": self.s3_secret, "region": self.s3_region}
 
     @classmethod
     def from_env(cls, *, state_dir: Path | None = None, keys_file: Path | None = None,
@@ -64,7 +62,8 @@ class Settings:
                "broker_url": os.environ.get("KILN_BROKER_URL"),
                "s3_endpoint_url": os.environ.get("KILN_S3_ENDPOINT_URL"),
                "s3_key": os.environ.get("KILN_S3_ACCESS_KEY_ID"),
-               "s3_secret": os.environ.get("KILN_S3_SECRET_ACCESS_KEY")}
+               "s3_secret": os.environ.get("KILN_S3_SECRET_ACCESS_KEY"),
+               "s3_region": os.environ.get("KILN_S3_REGION")}
         merged = {k: v for k, v in env.items() if v}
         merged.update({k: v for k, v in overrides.items() if v is not None})
         return cls(state_dir=state, keys=tuple(keys), **merged)
