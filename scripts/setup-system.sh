@@ -6,6 +6,7 @@ need=()
 command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
 [ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ] || need+=(libc6-arm64-cross libgcc-s1-arm64-cross)
 [ -e /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ] || need+=(libstdc++6-arm64-cross)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # tests of `kiln worker` (Celery)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "kiln: please install qemu-user and an aarch64 sysroot (${need[*]}) with your package manager" >&2

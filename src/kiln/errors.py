@@ -44,6 +44,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "invalid_input": ErrorCode(55, 400, "an input array is missing or has the wrong name, shape or dtype"),
     "run_failed": ErrorCode(56, 500, "running the artifact failed"),
     "invalid_tuning_database": ErrorCode(57, 400, "a tuning database is missing or unreadable"),
+    "job_request_failed": ErrorCode(60, 502, "the job service refused or did not answer a request"),
 }
 
 

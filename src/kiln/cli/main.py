@@ -139,6 +139,13 @@ def targets_cmd(
 
 register_tune(app)
 
+from kiln.cli.serve import jobs_app, keys_app, serve_cmd, worker_cmd  # noqa: E402  (service)
+
+app.command("serve")(serve_cmd)
+app.command("worker")(worker_cmd)
+app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning errors into one line and an exit status."""
