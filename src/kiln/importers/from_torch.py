@@ -173,11 +173,19 @@ def _check_ranges(bindings: dict[str, int], ranges) -> None:
         value = bindings.get(str(sym))
         if value is None:
             continue
-        lo, hi = vr.lower, vr.upper
-        if (lo.is_finite and value < int(lo)) or (hi.is_finite and value > int(hi)):
+        lo, hi = _finite(vr.lower), _finite(vr.upper)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise KilnError("shape_mismatch", f"dimension {sym} = {value} is outside the range "
                             f"[{lo}, {hi}] the program was exported with",
                             hint="give a size inside the exported torch.export.Dim range")
+
+
+def _finite(bound) -> int | None:
+    """A range bound as an int; None for torch's / sympy's infinities."""
+    try:
+        return int(str(bound))
+    except (TypeError, ValueError):
+        return None
 
 
 def _torchscript_program(torch, path: Path, input_shapes):
