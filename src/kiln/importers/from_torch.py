@@ -9,7 +9,10 @@ own archive formats, not arbitrary Python objects, and plain ``torch.save`` pick
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -49,6 +52,20 @@ def torch_kind(path: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def quiet_torch():
+    """Keep torch's FutureWarnings and export log lines off Kiln's one-line output."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_module(module, example_inputs, folder: Path, dynamic_shapes=None) -> Path:
     """``torch.export`` an ``nn.Module`` and save it as ``folder/module.pt2``."""
     torch = require_torch()
@@ -60,20 +77,27 @@ def export_module(module, example_inputs, folder: Path, dynamic_shapes=None) -> 
                         hint="kiln.compile(module, example_inputs=(torch.randn(1, 3, 224, 224),), ...)")
     args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     try:
-        ep = torch.export.export(module.eval(), args, dynamic_shapes=dynamic_shapes)
+        with quiet_torch():
+            ep = torch.export.export(module.eval(), args, dynamic_shapes=dynamic_shapes)
     except Exception as exc:
         raise KilnError("invalid_model", f"torch.export failed: {_last_line(exc)}",
                         hint="make the model exportable (see torch.export's error above); with "
                              "dynamic batch, give an example batch of at least 2") from None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "module.pt2"
-    torch.export.save(ep, path)
+    with quiet_torch():
+        torch.export.save(ep, path)
     return path
 
 
 def import_torch(path: Path, *, input_shapes=None) -> ImportedModel:
     """Import a ``.pt2`` or TorchScript file; ``input_shapes`` binds dynamic dimensions."""
     torch = require_torch()
+    with quiet_torch():
+        return _import_torch(torch, path, input_shapes)
+
+
+def _import_torch(torch, path: Path, input_shapes) -> ImportedModel:
     kind = torch_kind(path)
     if kind == "pickle":
         raise KilnError("invalid_model", f"{path.name} is a torch.save pickle (a state dict or a "

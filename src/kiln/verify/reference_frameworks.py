@@ -19,16 +19,17 @@ def run_torch(source, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Eager PyTorch: the ExportedProgram's module, or the TorchScript module."""
     import torch
 
-    from kiln.importers.from_torch import torch_kind
+    from kiln.importers.from_torch import quiet_torch, torch_kind
 
     path = Path(source)
-    if torch_kind(path) == "torchscript":
-        fn = torch.jit.load(str(path), map_location="cpu").eval()
-    else:
-        fn = torch.export.load(str(path)).module()
-    args = [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
-    with torch.no_grad():
-        out = fn(*args)
+    with quiet_torch():
+        if torch_kind(path) == "torchscript":
+            fn = torch.jit.load(str(path), map_location="cpu").eval()
+        else:
+            fn = torch.export.load(str(path)).module()
+        args = [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
+        with torch.no_grad():
+            out = fn(*args)
     return [o.detach().numpy() for o in _flatten(out)]
 
 
@@ -37,6 +38,14 @@ def run_litert(source, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     from kiln.importers.from_tflite import litert_interpreter
 
     interp = litert_interpreter(str(source))
+    details = interp.get_input_details()
+    resized = False
+    for detail, value in zip(details, inputs.values()):
+        if tuple(detail["shape"]) != tuple(np.shape(value)):  # a bound dynamic dimension
+            interp.resize_tensor_input(detail["index"], list(np.shape(value)))
+            resized = True
+    if resized:
+        interp.allocate_tensors()
     for detail, value in zip(interp.get_input_details(), inputs.values()):
         interp.set_tensor(detail["index"], np.ascontiguousarray(value, dtype=detail["dtype"]))
     interp.invoke()
