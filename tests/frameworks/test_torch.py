@@ -64,7 +64,7 @@ def _compile_run_compare(tmp_path, model_file, model, shape, target_args, mode, 
     return manifest
 
 
-@pytest.mark.parametrize("name", ["cnn", "block"])
+@pytest.mark.parametrize("name", ["block"])  # cnn: TorchScript test; depthwise: rasp4b test
 def test_pt2_dynamic_batch_bound_on_the_host(programs, tmp_path, name):
     path, model, shape = programs[name]
     batch3 = (3, *shape[1:])

@@ -128,9 +128,13 @@ def import_file(path: Path, framework: str, *, input_shapes=None,
 
 
 def _import_trees(path: Path, framework: str, input_shapes) -> ImportedModel:
-    try:
-        from kiln.importers.from_trees import import_trees
-    except ImportError:
+    import importlib
+
+    try:  # built on another branch; looked up by name so that Kiln works without it
+        import_trees = importlib.import_module("kiln.importers.from_trees").import_trees
+    except ModuleNotFoundError as exc:
+        if exc.name != "kiln.importers.from_trees":
+            raise
         raise KilnError("unsupported_framework", f"{path.name} is a {framework} model, and tree "
                         "ensemble support is not installed in this Kiln",
                         hint="use a Kiln build with kiln.importers.from_trees") from None
