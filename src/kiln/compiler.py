@@ -61,6 +61,7 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
              progress, framework, framework_version, workdir: Path) -> CompileResult:
     from kiln.codegen.tvm_build import build_library, check_buildable
     from kiln.importers import import_model
+    from kiln.importers.detect import open_model
     from kiln.verify.gate import accuracy_gate
     from kiln.verify.inputs import load_sample_inputs
 
@@ -69,13 +70,14 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     spec, copts = resolve_target(target, platform, compiler_options)
     check_buildable(spec)
     step("import")
+    model, framework, package = open_model(model, framework, workdir)  # a Neo tarball: its model
     imported = import_model(model, input_shapes=options.shape_dict(), framework=framework,
                             workdir=workdir)
-    if framework_version:
-        imported = dataclasses.replace(imported, source_info={
-            **imported.source_info, "requested_framework_version": str(framework_version)})
+    package = {**package, **({"requested_framework_version": str(framework_version)}
+                             if framework_version else {})}
+    imported = dataclasses.replace(imported, source_info={**imported.source_info, **package})
     samples = load_sample_inputs(Path(sample_inputs), imported.signature) if sample_inputs else None
-    stem = model.name.removesuffix(".tar.gz").removesuffix(".tgz").split(".")[0] or "model"
+    stem = Path(package.get("package", model.name)).name.split(".")[0] or "model"
     output = Path(output) if output else Path(f"{stem}-{spec.name}.tar.gz")
     staging = Path(tempfile.mkdtemp(prefix="kiln-build-"))
     try:

@@ -4,6 +4,8 @@ TorchScript .pt, compiled for the host and for rasp4b (qemu), compared with torc
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -79,11 +81,28 @@ def test_pt2_dynamic_batch_bound_on_the_host(programs, tmp_path, name):
 
 
 @requires_qemu
-@pytest.mark.parametrize("name", ["depthwise"])
-def test_pt2_for_rasp4b_under_qemu(programs, tmp_path, name):
-    path, model, shape = programs[name]
-    manifest = _compile_run_compare(tmp_path, path, model, shape, ["--target", "rasp4b"],
-                                    "qemu-aarch64")
+def test_neo_package_of_a_pt2_for_rasp4b_under_qemu(programs, tmp_path):
+    """Neo's layout: model.tar.gz with the model and code/, --framework PYTORCH, list shapes."""
+    path, model, shape = programs["depthwise"]
+    pkg = tmp_path / "model.tar.gz"
+    (tmp_path / "inference.py").write_text("# Neo's serving script; ignored\n")
+    with tarfile.open(pkg, "w:gz") as tar:
+        tar.add(path, arcname="model.pt2")
+        tar.add(tmp_path / "inference.py", arcname="code/inference.py")
+    artifact, out, x_path = tmp_path / "a.tar.gz", tmp_path / "y.npz", tmp_path / "x.npy"
+    res = run_kiln("compile", pkg, "--framework", "PYTORCH", "--framework-version", "2.13",
+                   "--input-shape", json.dumps([list(shape)]), "--target", "rasp4b", "-o", artifact)
+    assert res.returncode == 0, res.stderr
+    assert "framework: pytorch, model.pt2 from model.tar.gz" in res.stderr
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    np.save(x_path, x)
+    res = run_kiln("run", artifact, "--input", f"x={x_path}", "--output", out)
+    assert res.returncode == 0 and "qemu-aarch64" in res.stderr, res.stderr
+    with np.load(out) as y:
+        np.testing.assert_allclose(y["output0"], _eager(model, x)[0], rtol=0, atol=ATOL)
+    manifest = _manifest(artifact)
+    assert manifest["source"]["member"] == "model.pt2"
+    assert manifest["source"]["requested_framework_version"] == "2.13"
     assert manifest["target"]["name"] == "rasp4b" and manifest["verification"]["passed"]
 
 
@@ -113,6 +132,13 @@ def test_nn_module_through_the_python_api(tmp_path):
     got = kiln.load(result.artifact).run({"x": x1.numpy()})
     for g, r in zip(got, _eager(model, x1.numpy())):
         np.testing.assert_allclose(g, r, rtol=0, atol=ATOL)
+    # the runtime side stays light: loading and running import neither torch nor TVM
+    code = ("import sys, numpy as np, kiln; m = kiln.load(sys.argv[1]); "
+            "m.run({'x': np.zeros((1, 64), np.float32)}); "
+            "print(sorted(k for k in ('torch', 'tvm', 'tvm_ffi') if k in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(result.artifact)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
 
 
 def test_torchscript_pt_with_neo_list_shapes(tmp_path):

@@ -66,6 +66,8 @@ def _sniff_text(path: Path, head: bytes) -> str | None:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
+    if suffix in (".pt", ".pth", ".pt2"):  # not a zip: a legacy torch.save pickle, refused later
+        return "pytorch"
     if head.startswith(b"tree\n") or b"\nversion=v" in head[:64] and head.startswith(b"tree"):
         return "lightgbm"
     if suffix in (".ubj", ".model", ".bst") or (suffix == ".json" and b'"learner"' in head):
@@ -80,6 +82,22 @@ def _sniff_text(path: Path, head: bytes) -> str | None:
     return "onnx" if suffix == "" and head[:1] == b"\x08" else None
 
 
+def open_model(path, framework: str | None = None,
+               workdir: Path | None = None) -> tuple[Path, str | None, dict]:
+    """(model file, framework or None, package facts): a Neo ``model.tar.gz`` is unpacked into
+    ``workdir`` and replaced by its one model, so every compile path sees a plain model."""
+    path = Path(path)
+    if not path.exists():
+        raise KilnError("file_not_found", f"model file {str(path)!r} does not exist",
+                        hint=f"check the path; {_HINT}")
+    wanted = normalize_framework(framework)
+    if sniff(path) != "neo-package":
+        return path, wanted, {}
+    from kiln.importers.neo_package import unpack_package
+
+    return unpack_package(path, framework=wanted, workdir=workdir)
+
+
 def import_model(path, *, input_shapes=None, framework: str | None = None,
                  workdir: Path | None = None) -> ImportedModel:
     """Import ``path`` with the importer for ``framework`` (detected from the content when None).
@@ -87,16 +105,12 @@ def import_model(path, *, input_shapes=None, framework: str | None = None,
     ``workdir`` is where a Neo ``model.tar.gz`` is unpacked; it must outlive the compile (the
     accuracy gate runs the extracted model).
     """
-    path = Path(path)
-    if not path.exists():
-        raise KilnError("file_not_found", f"model file {str(path)!r} does not exist",
-                        hint=f"check the path; {_HINT}")
-    wanted = normalize_framework(framework)
-    found = sniff(path)
-    if found == "neo-package":
-        from kiln.importers.neo_package import import_package
+    path, wanted, package = open_model(path, framework, workdir)
+    if package:
+        from kiln.importers.neo_package import import_found
 
-        return import_package(path, framework=wanted, input_shapes=input_shapes, workdir=workdir)
+        return import_found(path, wanted, package, input_shapes=input_shapes, workdir=workdir)
+    found = sniff(path)
     if found is None and path.is_dir():
         raise KilnError("invalid_model", f"{str(path)!r} is a directory without saved_model.pb",
                         hint=_HINT)

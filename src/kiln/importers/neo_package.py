@@ -27,12 +27,12 @@ _NEO_NAME = {"onnx": "ONNX", "pytorch": "PYTORCH", "tflite": "TFLITE", "keras": 
              "sklearn": "SKLEARN"}
 
 
-def import_package(archive: Path, *, framework: str | None, input_shapes=None,
-                   workdir: Path | None = None) -> ImportedModel:
-    """Unpack ``archive`` into ``workdir`` and import its one model."""
+def unpack_package(archive: Path, *, framework: str | None,
+                   workdir: Path | None = None) -> tuple[Path, str, dict]:
+    """Unpack ``archive`` into ``workdir``; return its one model, that model's framework, and
+    what the manifest records about the package."""
     from kiln.artifact.archive import unpack
     from kiln.artifact.digests import sha256_file
-    from kiln.importers.detect import import_file
 
     dest = Path(tempfile.mkdtemp(prefix="neo-", dir=workdir))
     try:
@@ -44,10 +44,18 @@ def import_package(archive: Path, *, framework: str | None, input_shapes=None,
                         f"{exc.message}", hint="give a .tar.gz made with `tar czf model.tar.gz "
                         "MODEL_FILE`") from None
     model, fw = find_model(dest, framework, archive.name)
-    imported = import_file(model, fw, input_shapes=input_shapes, workdir=workdir)
-    info = {**imported.source_info, "package": archive.name, "package_sha256": sha256_file(archive),
+    info = {"package": archive.name, "package_sha256": sha256_file(archive),
             "member": model.relative_to(dest).as_posix(), "framework_detected": framework is None}
-    return dataclasses.replace(imported, source_info=info)
+    return model, fw, info
+
+
+def import_found(model: Path, framework: str, info: dict, *, input_shapes=None,
+                 workdir: Path | None = None) -> ImportedModel:
+    """Import the model :func:`unpack_package` found, recording the package facts ``info``."""
+    from kiln.importers.detect import import_file
+
+    imported = import_file(model, framework, input_shapes=input_shapes, workdir=workdir)
+    return dataclasses.replace(imported, source_info={**imported.source_info, **info})
 
 
 def find_model(root: Path, framework: str | None, package: str) -> tuple[Path, str]:
