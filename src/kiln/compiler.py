@@ -31,16 +31,37 @@ class CompileResult:
         return bool(self.manifest.verification.get("verified"))
 
 
-def compile_model(model: str | Path, *, target: str | None = None, platform: str | None = None,
+def compile_model(model, *, target: str | None = None, platform: str | None = None,
                   compiler_options: str | dict | None = None, output: str | Path | None = None,
                   options: CompileOptions | None = None, sample_inputs: str | Path | None = None,
-                  progress: Progress | None = None) -> CompileResult:
+                  progress: Progress | None = None, framework: str | None = None,
+                  framework_version: str | None = None, example_inputs=None,
+                  dynamic_shapes=None) -> CompileResult:
     """Compile ``model`` for a named device (``target``) or a Neo platform (``platform``).
 
+    ``model`` is a file, a SavedModel folder, a Neo ``model.tar.gz``, or a ``torch.nn.Module``
+    (with ``example_inputs`` and optionally ``dynamic_shapes``, as for ``torch.export``).
+    ``framework`` (Neo's enum, any case) is detected from the content when None;
+    ``framework_version`` (Neo's FrameworkVersion) is recorded in the manifest.
     Returns the path of the ``.tar.gz`` artifact and its manifest. Raises :class:`KilnError`.
     """
+    with tempfile.TemporaryDirectory(prefix="kiln-import-") as workdir:
+        if not isinstance(model, (str, Path)):
+            from kiln.importers.from_torch import export_module
+
+            model = export_module(model, example_inputs, Path(workdir), dynamic_shapes)
+            output = output or f"module-{target or 'model'}.tar.gz"
+        return _compile(Path(model), target=target, platform=platform,
+                        compiler_options=compiler_options, output=output, options=options,
+                        sample_inputs=sample_inputs, progress=progress, framework=framework,
+                        framework_version=framework_version, workdir=Path(workdir))
+
+
+def _compile(model: Path, *, target, platform, compiler_options, output, options, sample_inputs,
+             progress, framework, framework_version, workdir: Path) -> CompileResult:
     from kiln.codegen.tvm_build import build_library, check_buildable
     from kiln.importers import import_model
+    from kiln.importers.detect import open_model
     from kiln.verify.gate import accuracy_gate
     from kiln.verify.inputs import load_sample_inputs
 
@@ -52,12 +73,18 @@ def compile_model(model: str | Path, *, target: str | None = None, platform: str
     if dtype != "float32":
         options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
     step("import")
-    imported = import_model(model, input_shapes=options.shape_dict())
+    model, framework, package = open_model(model, framework, workdir)  # a Neo tarball: its model
+    imported = import_model(model, input_shapes=options.shape_dict(), framework=framework,
+                            workdir=workdir)
+    package = {**package, **({"requested_framework_version": str(framework_version)}
+                             if framework_version else {})}
+    imported = dataclasses.replace(imported, source_info={**imported.source_info, **package})
     if options.tuning is not None:
         step("tune")
         _tune(imported, spec, options.tuning, dtype)
     samples = load_sample_inputs(Path(sample_inputs), imported.signature) if sample_inputs else None
-    output = Path(output) if output else Path(f"{Path(model).stem}-{spec.name}.tar.gz")
+    stem = Path(package.get("package", model.name)).name.split(".")[0] or "model"
+    output = Path(output) if output else Path(f"{stem}-{spec.name}.tar.gz")
     staging = Path(tempfile.mkdtemp(prefix="kiln-build-"))
     try:
         step("compile")
@@ -90,12 +117,16 @@ def tune_model(model: str | Path, tuning: TuneOptions, *, target: str | None = N
     every later compile for that target). Returns a :class:`kiln.optimize.tuning.TuneReport`."""
     from kiln.codegen.tvm_build import check_buildable
     from kiln.importers import import_model
+    from kiln.importers.detect import open_model
 
     spec, copts = resolve_target(target, platform, compiler_options)
     check_buildable(spec)
     dtype = _compute_dtype(spec, copts)
-    imported = import_model(model, input_shapes=input_shapes)
-    return _tune(imported, spec, tuning, dtype, progress)
+    with tempfile.TemporaryDirectory(prefix="kiln-import-") as workdir:
+        path, framework, _ = open_model(Path(model), None, Path(workdir))
+        imported = import_model(path, input_shapes=input_shapes, framework=framework,
+                                workdir=Path(workdir))
+        return _tune(imported, spec, tuning, dtype, progress)
 
 
 def _tune(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
@@ -157,11 +188,23 @@ def _manifest(spec, compiler_options, imported, options, runtime, report, pipeli
         target={"name": spec.name, "fingerprint": spec.fingerprint(), "spec": spec.to_dict(),
                 "tvm_target": spec.tvm_target()},
         framework=imported.framework,
-        source={"file": Path(imported.source).name, "sha256": sha256_file(Path(imported.source)),
-                "opset": imported.opset},
+        source={"file": Path(imported.source).name, "sha256": _source_digest(Path(imported.source)),
+                "opset": imported.opset, "framework_version": imported.framework_version,
+                **imported.source_info},
         signature=imported.signature, compile_options=opts, compiler_options=compiler_options,
         runtime=runtime, files=digest_tree(staging, exclude=(MANIFEST_NAME,)),
         verification=report)
 
 
+def _source_digest(path: Path) -> str:
+    """sha256 of a model file; of its sorted (name, digest) lines for a SavedModel folder."""
+    if path.is_file():
+        return sha256_file(path)
+    import hashlib
+
+    lines = "".join(f"{k} {v['sha256']}\n" for k, v in digest_tree(path).items())
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 __all__ = ["CompileResult", "KilnError", "compile_model", "tune_model"]
+

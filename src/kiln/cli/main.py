@@ -22,7 +22,8 @@ err = Console(stderr=True)
 
 @app.command("compile")
 def compile_cmd(
-    model: Annotated[Path, typer.Argument(help="the model file (.onnx)")],
+    model: Annotated[Path, typer.Argument(help="the model: .onnx, .pt2, TorchScript .pt, .tflite, "
+                                          ".keras/.h5, SavedModel folder, or Neo model.tar.gz")],
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="a device name from "
                                                   "`kiln targets`, e.g. rasp4b")] = None,
     platform: Annotated[Optional[str], typer.Option(help="Neo TargetPlatform OS/ARCH[/ACCEL], "
@@ -44,6 +45,10 @@ def compile_cmd(
                                                        "(see `kiln tune`)")] = None,
     tune_time_budget: Annotated[Optional[float], typer.Option(help="tune first: seconds")] = None,
     tuning_db: Annotated[bool, typer.Option(help="apply the target's tuning database")] = True,
+    framework: Annotated[Optional[str], typer.Option(help="Neo Framework (PYTORCH, TFLITE, ...; "
+                                                     "any case); detected when omitted")] = None,
+    framework_version: Annotated[Optional[str], typer.Option(help="Neo FrameworkVersion, "
+                                                             "recorded in the manifest")] = None,
 ) -> None:
     """Compile MODEL into a self-describing artifact for one target, and verify it."""
     from kiln.cli.progress import steps
@@ -57,7 +62,13 @@ def compile_cmd(
     with steps(err) as progress:
         result = compile_model(model, target=target, platform=platform,
                                compiler_options=compiler_options, output=output,
-                               options=options, sample_inputs=sample_inputs, progress=progress)
+                               options=options, sample_inputs=sample_inputs, progress=progress,
+                               framework=framework, framework_version=framework_version)
+    src = result.manifest.source
+    err.print(f"framework: {result.manifest.framework}"
+              f"{'' if framework else ' (detected)'}"
+              + (f", {src['member']} from {src['package']}" if src.get("package") else ""),
+              highlight=False)
     report = result.manifest.verification
     if report.get("verified"):
         worst = max((r["max_abs_error"] for r in report["outputs"]), default=0.0)

@@ -90,7 +90,12 @@ def _graph_inputs(model) -> list[tuple[str, list[int | str], str]]:
 
 def resolve_shapes(model, given: dict[str, list[int]] | None) -> tuple[list[TensorInfo], bool]:
     """Bind every input's shape, from ``given`` (Neo's DataInputConfig) or the model."""
-    inputs = _graph_inputs(model)
+    return bind_input_shapes(_graph_inputs(model), given)
+
+
+def bind_input_shapes(inputs: list[tuple[str, list[int | str], str]],
+                      given: dict[str, list[int]] | None) -> tuple[list[TensorInfo], bool]:
+    """Bind ``(name, dims, dtype)`` inputs (a str dim is dynamic) from ``given`` or the model."""
     names = [n for n, _, _ in inputs]
     given = dict(given or {})
     unknown = [n for n in given if n not in names]

@@ -12,7 +12,7 @@ from kiln.options import CompileOptions
 from kiln.verify.compare import compare
 from kiln.verify.emulate import emulator_for, has_fallback, run_folder, why_not_runnable
 from kiln.verify.inputs import seeded_inputs
-from kiln.verify.reference import run_reference
+from kiln.verify.reference import reference_name, run_reference
 
 
 def accuracy_gate(folder: Path, spec: dict, imported: ImportedModel, options: CompileOptions,
@@ -33,7 +33,7 @@ def accuracy_gate(folder: Path, spec: dict, imported: ImportedModel, options: Co
     rows = [compare(t.name, got, ref, options.tolerance)
             for t, got, ref in zip(imported.signature.outputs, result.outputs, reference)]
     report = {"verified": True, "passed": all(r["passed"] for r in rows), "mode": result.mode,
-              "reference": _reference_name(imported.framework),
+              "reference": reference_name(imported.framework),
               "inputs": "--sample-inputs" if sample_inputs is not None
               else f"seeded (seed {options.seed})", "outputs": rows}
     if not report["passed"]:
@@ -48,10 +48,3 @@ def accuracy_gate(folder: Path, spec: dict, imported: ImportedModel, options: Co
                         hint="loosen with --atol/--rtol if this is expected, or report the model")
     return report
 
-
-def _reference_name(framework: str) -> str:
-    if framework == "onnx":
-        import onnxruntime
-
-        return f"onnxruntime {onnxruntime.__version__}"
-    return framework
