@@ -34,10 +34,13 @@ class CompileResult:
 def compile_model(model: str | Path, *, target: str | None = None, platform: str | None = None,
                   compiler_options: str | dict | None = None, output: str | Path | None = None,
                   options: CompileOptions | None = None, sample_inputs: str | Path | None = None,
-                  progress: Progress | None = None) -> CompileResult:
+                  progress: Progress | None = None, framework: str | None = None,
+                  trust_pickle: bool = False) -> CompileResult:
     """Compile ``model`` for a named device (``target``) or a Neo platform (``platform``).
 
     Returns the path of the ``.tar.gz`` artifact and its manifest. Raises :class:`KilnError`.
+    Tree ensembles (XGBoost, LightGBM, scikit-learn; ``framework`` or detected from the file)
+    go through :func:`kiln.compiler_trees.compile_trees`; ``trust_pickle`` allows pickle/joblib.
     """
     from kiln.codegen.tvm_build import build_library, check_buildable
     from kiln.importers import import_model
@@ -47,6 +50,14 @@ def compile_model(model: str | Path, *, target: str | None = None, platform: str
     options = options or CompileOptions()
     step = progress or (lambda _name: None)
     spec, copts = resolve_target(target, platform, compiler_options)
+    from kiln.importers.detect import is_tree_model
+
+    if is_tree_model(model, framework):
+        from kiln.compiler_trees import compile_trees
+
+        return compile_trees(Path(model), spec, copts.to_dict(), options=options, output=output,
+                             framework=framework, trust_pickle=trust_pickle,
+                             sample_inputs=sample_inputs, progress=step)
     check_buildable(spec)
     step("import")
     imported = import_model(model, input_shapes=options.shape_dict())

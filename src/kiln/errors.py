@@ -24,6 +24,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "unsupported_operator": ErrorCode(12, 422, "the model uses operators Kiln cannot compile"),
     "invalid_input_shape": ErrorCode(13, 400, "the input-shape JSON is malformed"),
     "shape_mismatch": ErrorCode(14, 400, "given shapes contradict the model"),
+    "untrusted_model": ErrorCode(19, 400, "the model file would run code when loaded (pickle) and was not trusted"),
     "unknown_target": ErrorCode(20, 400, "no such target device or platform"),
     "invalid_compiler_options": ErrorCode(21, 400, "compiler options are unknown or invalid"),
     "target_not_yet_supported": ErrorCode(22, 422, "the target exists but Kiln cannot build for it yet"),
