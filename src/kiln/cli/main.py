@@ -21,7 +21,7 @@ err = Console(stderr=True)
 
 @app.command("compile")
 def compile_cmd(
-    model: Annotated[Path, typer.Argument(help="the model file (.onnx)")],
+    model: Annotated[Path, typer.Argument(help="the model file (.onnx; XGBoost .json/.ubj, LightGBM .txt, skops)")],
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="a device name from "
                                                   "`kiln targets`, e.g. rasp4b")] = None,
     platform: Annotated[Optional[str], typer.Option(help="Neo TargetPlatform OS/ARCH[/ACCEL], "
@@ -39,6 +39,11 @@ def compile_cmd(
     opt_level: Annotated[int, typer.Option(help="0: TVM's plain pipeline, 1: fusion, "
                                            "2: fusion + default CPU schedules")] = 2,
     verify: Annotated[bool, typer.Option(help="run the accuracy gate")] = True,
+    framework: Annotated[Optional[str], typer.Option(help="source framework (Neo's enum or lower "
+                                                     "case: ONNX, XGBOOST, LIGHTGBM, SKLEARN); "
+                                                     "detected from the file when omitted")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="allow a pickle/joblib "
+                                               "model file (loading it runs its code)")] = False,
 ) -> None:
     """Compile MODEL into a self-describing artifact for one target, and verify it."""
     from kiln.cli.progress import steps
@@ -50,7 +55,8 @@ def compile_cmd(
     with steps(err) as progress:
         result = compile_model(model, target=target, platform=platform,
                                compiler_options=compiler_options, output=output,
-                               options=options, sample_inputs=sample_inputs, progress=progress)
+                               options=options, sample_inputs=sample_inputs, progress=progress,
+                               framework=framework, trust_pickle=trust_pickle)
     report = result.manifest.verification
     if report.get("verified"):
         worst = max((r["max_abs_error"] for r in report["outputs"]), default=0.0)

@@ -15,18 +15,18 @@ The generated ``model.so`` exports, for ``kiln_tree_runtime.c``::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kiln.errors import KilnError
+from kiln.importers.tree_header import TreeHeader, check_supported, read_header
 
 #: treelite TreeNodeType and Operator enums
 _LEAF, _NUMERICAL, _CATEGORICAL = 0, 1, 2
 _OPS = {1: "==", 2: "<", 3: "<=", 4: ">", 5: ">="}
 #: postprocessors applied element-wise, as C expressions of ``v`` (GTIL's definitions)
-_ELEMENTWISE = {
+_ELEMENTWISE = {  # keep the names in step with kiln.importers.tree_header.POSTPROCESSORS
     "identity": "v", "identity_multiclass": "v",
     "signed_square": "copysign(v * v, v)", "hinge": "(v > 0 ? 1.0 : 0.0)",
     "sigmoid": "1.0 / (1.0 + exp(-ALPHA * v))", "multiclass_ova": "1.0 / (1.0 + exp(-ALPHA * v))",
@@ -35,65 +35,6 @@ _ELEMENTWISE = {
 }
 #: nodes per generated C file
 _CHUNK_NODES = 20000
-
-
-@dataclass(frozen=True)
-class TreeHeader:
-    """What the generated code needs from treelite's model header."""
-
-    num_feature: int
-    num_target: int
-    num_class: tuple[int, ...]
-    leaf_vector_shape: tuple[int, int]
-    target_id: tuple[int, ...]
-    class_id: tuple[int, ...]
-    postprocessor: str
-    sigmoid_alpha: float
-    ratio_c: float
-    base_scores: tuple[float, ...]
-    average_tree_output: bool
-
-    @property
-    def max_class(self) -> int:
-        return max(self.num_class)
-
-    @property
-    def slots(self) -> int:
-        return self.num_target * self.max_class
-
-
-def read_header(model) -> TreeHeader:
-    h = model.get_header_accessor()
-
-    def ints(name):
-        return tuple(int(v) for v in np.asarray(h.get_field(name)).ravel())
-
-    def one(name):
-        return np.asarray(h.get_field(name)).ravel()[0].item()
-
-    return TreeHeader(
-        num_feature=int(one("num_feature")), num_target=int(one("num_target")),
-        num_class=ints("num_class"), leaf_vector_shape=tuple(ints("leaf_vector_shape")),
-        target_id=ints("target_id"), class_id=ints("class_id"),
-        postprocessor=str(h.get_field("postprocessor")),
-        sigmoid_alpha=float(one("sigmoid_alpha")), ratio_c=float(one("ratio_c")),
-        base_scores=tuple(float(v) for v in np.asarray(h.get_field("base_scores")).ravel()),
-        average_tree_output=bool(one("average_tree_output")))
-
-
-def check_supported(header: TreeHeader) -> None:
-    """Refuse what the generator does not express, with the reason."""
-    if header.postprocessor not in _ELEMENTWISE and header.postprocessor != "softmax":
-        raise KilnError("invalid_model", f"the tree model's postprocessor "
-                        f"{header.postprocessor!r} is not supported",
-                        hint=f"supported: {', '.join(sorted([*_ELEMENTWISE, 'softmax']))}")
-    if len(set(header.num_class)) != 1:
-        raise KilnError("invalid_model", "targets with different class counts "
-                        f"({list(header.num_class)}) are not supported",
-                        hint="train one model per target")
-    if header.num_target > 1 and header.max_class > 1:
-        raise KilnError("invalid_model", "multi-output classifiers are not supported",
-                        hint="train one classifier per target")
 
 
 def _lit(value) -> str:
@@ -272,3 +213,6 @@ def write_sources(model, header: TreeHeader, out_dir: Path, *, expand_binary: bo
     main_path = out_dir / "model_main.c"
     main_path.write_text(main)
     return [main_path, *files]
+
+
+__all__ = ["TreeHeader", "check_supported", "read_header", "tree_function", "write_sources"]

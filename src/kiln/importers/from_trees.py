@@ -182,7 +182,7 @@ def _from_estimator(path: Path, est) -> TreeEnsemble:
 
 
 def _signature(ensemble: TreeEnsemble, input_shapes: dict | None) -> tuple[ModelSignature, bool]:
-    from kiln.codegen.tree_c import check_supported, read_header
+    from kiln.importers.tree_header import check_supported, read_header
 
     header = read_header(ensemble.model)
     check_supported(header)
@@ -231,7 +231,7 @@ def import_trees(path: Path, framework: str | None, *, input_shapes: dict | None
 
 def describe(ensemble: TreeEnsemble) -> dict:
     """Facts for the manifest's ``source`` entry."""
-    from kiln.codegen.tree_c import read_header
+    from kiln.importers.tree_header import read_header
 
     h = read_header(ensemble.model)
     return {"model_kind": ensemble.kind, "reference_method": ensemble.method,
