@@ -44,7 +44,8 @@ def compile_trees(model: Path, spec: TargetSpec, compiler_options: dict, *,
         ens = imported.mod
         with tempfile.TemporaryDirectory(prefix="kiln-treec-") as src_dir:
             sources = write_sources(ens.model, read_header(ens.model), Path(src_dir),
-                                    expand_binary=ens.expand_binary, negate=ens.negate)
+                                    expand_binary=ens.expand_binary, negate=ens.negate,
+                                    category_rule=ens.category_rule)
             built = build_tree_library(sources, spec, staging)
         progress("bundle")
         (staging / "signature.txt").write_text(imported.signature.to_text())

@@ -82,15 +82,24 @@ def _train(root: Path) -> dict[str, tuple[Path, object, str, int]]:
                       xgb.DMatrix(xb_nan, yb), 10)
     boost.save_model(root / "xgb_bin.ubj")
     out["xgb_bin"] = (root / "xgb_bin.ubj", boost, "predict", 6)
+    xq = xm.copy()
+    xq[:, 0] = np.random.default_rng(4).integers(0, 6, len(xq))
+    yq = ((xq[:, 0].astype(int) % 3 == 1) ^ (xq[:, 1] > 0)).astype(int)
+    boost = xgb.train({"objective": "binary:logistic", "max_depth": 3, "max_cat_to_onehot": 1,
+                       "seed": 0}, xgb.DMatrix(xq, yq, feature_types=["c"] + ["q"] * 5,
+                                               enable_categorical=True), 8)
+    boost.save_model(root / "xgb_cat.json")
+    out["xgb_cat"] = (root / "xgb_cat.json", boost, "predict", 6)
     gbm = lgb.train({"objective": "regression", "num_leaves": 12, "verbose": -1, "seed": 0},
                     lgb.Dataset(xr, yr), 15)
     gbm.save_model(root / "lgb_reg.txt")
     out["lgb_reg"] = (root / "lgb_reg.txt", gbm, "predict", 6)
     xc = xm.copy()
-    xc[:, 0] = np.abs(np.round(xc[:, 0] * 3)) % 7  # a categorical feature with 7 levels
+    xc[:, 0] = np.random.default_rng(3).integers(0, 7, len(xc))  # a categorical feature, 7 levels
+    yc = (xc[:, 0].astype(int) % 3 + (xm[:, 1] > 0)) % 3        # that the label depends on
     gbm = lgb.train({"objective": "multiclass", "num_class": 3, "num_leaves": 8, "verbose": -1,
                      "min_data_per_group": 5, "cat_smooth": 1, "seed": 0},
-                    lgb.Dataset(xc, ym, categorical_feature=[0]), 8)
+                    lgb.Dataset(xc, yc, categorical_feature=[0]), 8)
     gbm.save_model(root / "lgb_cat.txt")
     out["lgb_cat"] = (root / "lgb_cat.txt", gbm, "predict", 6)
     sk = {
@@ -120,12 +129,13 @@ def _reference(obj, method: str, x: np.ndarray) -> np.ndarray:
 
 
 #: models whose framework takes NaN (missing) inputs at predict time
-NAN_OK = {"xgb_multi", "xgb_bin", "lgb_reg", "lgb_cat", "hgb_multi", "hgb_reg", "rf_multi"}
+NAN_OK = {"xgb_multi", "xgb_bin", "xgb_cat", "lgb_reg", "lgb_cat", "hgb_multi", "hgb_reg", "rf_multi"}
 
 
 def _inputs(n_features: int, rows: int = 50, seed: int = 11, *, nan: bool = True) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((rows, n_features)).astype(np.float32)
-    x[:, 0] = np.abs(np.round(x[:, 0] * 3)) % 7  # valid categories for lgb_cat, any value else
+    x[:, 0] = np.abs(np.round(x[:, 0] * 3)) % 7  # categories for *_cat, any value else
+    x[5::13, 0] = -0.5  # LightGBM reads it as category 0, XGBoost as no category
     if nan:
         x[3::9, 2] = np.nan
     return x
@@ -197,7 +207,7 @@ def test_armv7_artifact_is_32bit_hard_float(compiled, tmp_path):
 
 
 # ---- every scikit-learn ensemble, binary/ubj XGBoost, categorical LightGBM, on the host ------
-@pytest.mark.parametrize("name", ["xgb_bin", "lgb_cat", "et_reg", "gb_bin", "gb_reg", "hgb_multi",
+@pytest.mark.parametrize("name", ["xgb_bin", "xgb_cat", "lgb_cat", "et_reg", "gb_bin", "gb_reg", "hgb_multi",
                                   "hgb_reg", "iso"])
 def test_model_kinds_on_host(models, compiled, name):
     path, obj, method, nf = models[1][name]
@@ -221,6 +231,21 @@ class _loaded:
 
     def __exit__(self, *exc):
         self.model.close()
+
+
+def test_categorical_splits_and_missing_values_are_exercised(models):
+    import treelite
+
+    def count(model, field):
+        return sum(int(np.asarray(model.get_tree_accessor(i).get_field(field)).sum())
+                   for i in range(model.num_tree))
+
+    cat = treelite.frontend.load_lightgbm_model(models[1]["lgb_cat"][0])
+    assert count(cat, "has_categorical_split") > 0
+    xgb_bin = treelite.frontend.load_xgboost_model(models[1]["xgb_bin"][0], format_choice="ubjson")
+    assert count(xgb_bin, "default_left") > 0
+    xgb_cat = treelite.frontend.load_xgboost_model(models[1]["xgb_cat"][0])
+    assert count(xgb_cat, "has_categorical_split") > 0
 
 
 def test_classifier_outputs_match_predict_proba_shape(compiled):

@@ -128,12 +128,15 @@ _PRELUDE = """\
 #include <stdint.h>
 #define KILN_HIDDEN __attribute__((visibility("hidden")))
 static inline int kiln_cat(float v, const uint32_t* list, int n) {
-  if (v < 0 || fabsf(v) > 16777216.0f) return 0;
+  if (LOWEST || v > 16777216.0f) return 0;
   uint32_t c = (uint32_t)v;
   for (int i = 0; i < n; ++i) if (list[i] == c) return 1;
   return 0;
 }
 """
+#: which values can match a category: treelite/XGBoost refuse every negative value; LightGBM
+#: truncates toward zero first, so (-1, 0) is category 0
+_CATEGORY_RULES = {"treelite": "v < 0", "lightgbm": "!(v > -1.0f)"}
 
 
 def _post_row(header: TreeHeader, *, expand_binary: bool, negate: bool) -> list[str]:
@@ -174,8 +177,9 @@ static void kiln_softmax(double* r, int n) {
 
 
 def write_sources(model, header: TreeHeader, out_dir: Path, *, expand_binary: bool = False,
-                  negate: bool = False) -> list[Path]:
+                  negate: bool = False, category_rule: str = "treelite") -> list[Path]:
     """Write the model's C files into ``out_dir``; return their paths (main file first)."""
+    prelude = _PRELUDE.replace("LOWEST", _CATEGORY_RULES[category_rule])
     check_supported(header)
     num_tree = int(model.num_tree)
     chunks, current, nodes = [], [], 0
@@ -189,7 +193,7 @@ def write_sources(model, header: TreeHeader, out_dir: Path, *, expand_binary: bo
     files = []
     for k, chunk in enumerate(chunks):
         calls = "".join(f"  tree_{i}(x, a);\n" for i, _ in chunk)
-        text = (_PRELUDE + "\n".join(src for _, src in chunk)
+        text = (prelude + "\n".join(src for _, src in chunk)
                 + f"KILN_HIDDEN void kiln_chunk_{k}(const float* x, double* a) {{\n{calls}}}\n")
         path = out_dir / f"trees_{k}.c"
         path.write_text(text)

@@ -42,6 +42,7 @@ class TreeEnsemble:
     kind: str                  # e.g. "xgboost.Booster", "sklearn.ensemble.RandomForestClassifier"
     expand_binary: bool = False  # one probability p -> [1 - p, p] (predict_proba)
     negate: bool = False         # treelite's IsolationForest score is -score_samples
+    category_rule: str = "treelite"  # "lightgbm": categories truncate toward zero (see tree_c)
 
 
 def tree_framework(name: str | None) -> str | None:
@@ -115,7 +116,7 @@ def _load_lightgbm(path: Path) -> TreeEnsemble:
     except Exception as exc:
         raise _bad(path, "LightGBM model", exc, "save it with Booster.save_model('m.txt')") \
             from None
-    return TreeEnsemble(model, booster, "predict", "lightgbm.Booster")
+    return TreeEnsemble(model, booster, "predict", "lightgbm.Booster", category_rule="lightgbm")
 
 
 def _load_skops(path: Path):
@@ -162,7 +163,7 @@ def _from_estimator(path: Path, est) -> TreeEnsemble:
     if type(est).__module__.startswith("lightgbm") and hasattr(est, "booster_"):
         booster = est.booster_
         return TreeEnsemble(treelite.frontend.from_lightgbm(booster), booster, "predict",
-                            "lightgbm.Booster")
+                            "lightgbm.Booster", category_rule="lightgbm")
     if name not in _SKLEARN_SUPPORTED:
         raise KilnError("invalid_model", f"{path.name} holds a {type(est).__module__}.{name}, "
                         "which is not a supported tree ensemble",

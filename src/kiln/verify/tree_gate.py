@@ -29,26 +29,35 @@ def tree_inputs(ensemble, num_feature: int, rows: int, seed: int) -> np.ndarray:
     most splits are taken); standard normal for features no split uses."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows, num_feature))
-    thresholds = _thresholds(ensemble.model, num_feature)
+    thresholds, categories = _split_values(ensemble.model, num_feature)
     for f, values in enumerate(thresholds):
         if values:
             v = np.asarray(values)
             spread = max(float(v.std()), 1e-3 * max(1.0, float(np.abs(v).max())))
             x[:, f] = rng.choice(v, size=rows) + rng.normal(0.0, spread, size=rows)
+    for f, cats in enumerate(categories):
+        if cats:  # the categories the splits name, and one no split names
+            x[:, f] = rng.choice(sorted(cats) + [max(cats) + 1], size=rows)
     return x.astype(np.float32)
 
 
-def _thresholds(model, num_feature: int) -> list[list[float]]:
-    out: list[list[float]] = [[] for _ in range(num_feature)]
+def _split_values(model, num_feature: int) -> tuple[list[list[float]], list[set[int]]]:
+    """Per feature: numerical split thresholds, and categories of categorical splits."""
+    thresholds: list[list[float]] = [[] for _ in range(num_feature)]
+    categories: list[set[int]] = [set() for _ in range(num_feature)]
     for i in range(min(int(model.num_tree), 200)):
         acc = model.get_tree_accessor(i)
-        types = np.asarray(acc.get_field("node_type"))
-        feats = np.asarray(acc.get_field("split_index"))
-        thr = np.asarray(acc.get_field("threshold"), dtype=np.float64)
-        for t, f, v in zip(types, feats, thr):
+        fields = {k: np.asarray(acc.get_field(k)) for k in (
+            "node_type", "split_index", "threshold", "category_list", "category_list_begin",
+            "category_list_end")}
+        for n, (t, f) in enumerate(zip(fields["node_type"], fields["split_index"])):
+            v = float(fields["threshold"][n])
             if t == 1 and np.isfinite(v):
-                out[int(f)].append(float(v))
-    return out
+                thresholds[int(f)].append(v)
+            elif t == 2:
+                b, e = int(fields["category_list_begin"][n]), int(fields["category_list_end"][n])
+                categories[int(f)].update(int(c) for c in fields["category_list"][b:e])
+    return thresholds, categories
 
 
 def run_tree_reference(ensemble, x: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
