@@ -325,6 +325,7 @@ def test_pickle_needs_opt_in(models, tmp_path):
     ("bad.json", b'{"learner": {"gradient_booster": 3'),
     ("bad.txt", b"tree\nversion=v4\nnum_class=banana\n"),
     ("bad.ubj", b"{L\x00\x00learner garbage"),
+    ("bad.model", b"binf\x00\x00\x00\x3f\x03\x00\x00\x00"),  # XGBoost legacy binary
 ])
 def test_corrupt_model_file(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)

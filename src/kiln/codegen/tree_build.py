@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,9 +67,22 @@ def build_tree_library(sources: list[Path], spec: TargetSpec, out_dir: Path) -> 
     check_tree_buildable(spec)
     flags = [*_CFLAGS, *cpu_flags(spec)]
     library = out_dir / "model.so"
-    zig_cc(spec.arch, [*flags, "-shared", "-fPIC", "-fvisibility=default",
-                       *(str(s) for s in sources), "-o", str(library), "-lm"],
-           what="compiling the tree model")
+
+    def compile_one(src: Path) -> str:
+        obj = src.with_suffix(".o")
+        zig_cc(spec.arch, [*flags, "-fPIC", "-c", str(src), "-o", str(obj)],
+               what=f"compiling the tree model ({src.name})")
+        return str(obj)
+
+    if len(sources) <= 2:  # a small model: one zig call (each call costs its start-up)
+        zig_cc(spec.arch, [*flags, "-shared", "-fPIC", *(str(s) for s in sources), "-o",
+                           str(library), "-lm"], what="compiling the tree model")
+        return TreeLibrary(library=library, sources=len(sources), cflags=tuple(flags))
+    # one zig process per C file, in parallel: big ensembles span many files
+    with ThreadPoolExecutor(max_workers=max(1, min(len(sources), os.cpu_count() or 1))) as pool:
+        objects = list(pool.map(compile_one, sources))
+    zig_cc(spec.arch, ["-shared", "-fPIC", *objects, "-o", str(library), "-lm"],
+           what="linking the tree model")
     return TreeLibrary(library=library, sources=len(sources), cflags=tuple(flags))
 
 

@@ -118,7 +118,9 @@ def tree_function(model, index: int, header: TreeHeader) -> tuple[str, int]:
         body.append(_split(tree, n, index))
         labelled.add(int(tree.cright[n]))
         stack += [int(tree.cright[n]), int(tree.cleft[n])]
-    src = "\n".join([*tables, f"static void tree_{index}(const float* x, double* a) {{",
+    # noinline: inlined into one chunk function, thousands of trees make clang superlinear
+    src = "\n".join([*tables, f"__attribute__((noinline)) static void tree_{index}("
+                               "const float* x, double* a) {",
                      *("  " + s for s in body), "}", ""])
     return src, len(tree.node_type)
 

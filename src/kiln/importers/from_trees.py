@@ -67,8 +67,8 @@ def sniff(path: Path) -> str | None:
         return "xgboost"       # JSON, or UBJSON (which also starts with '{')
     if head[:1] == b"\x80" or path.suffix.lower() in _PICKLE_SUFFIXES:
         return "pickle"
-    if path.suffix.lower() in (".model", ".deprecated", ".bin") and head[:4] == b"binf":
-        return "xgboost"
+    if path.suffix.lower() in (".model", ".deprecated") or head[:4] == b"binf":
+        return "xgboost"       # XGBoost's legacy binary format (before 1.0; gone in 3.0)
     return None
 
 

@@ -73,10 +73,7 @@ def run_tree_reference(ensemble, x: np.ndarray, shape: tuple[int, ...]) -> tuple
                 y = np.concatenate([1.0 - y, y], axis=1)
             name = "treelite GTIL"
         elif ensemble.kind == "xgboost.Booster":
-            import xgboost
-
-            y = est.predict(xgboost.DMatrix(x, missing=np.nan))
-            name = f"xgboost {xgboost.__version__} Booster.predict"
+            y, name = _xgboost_predict(est, x)
         else:
             y = getattr(est, method)(x)
             module = ensemble.kind.split(".")[0]
@@ -85,7 +82,30 @@ def run_tree_reference(ensemble, x: np.ndarray, shape: tuple[int, ...]) -> tuple
         raise KilnError("verification_failed", f"the reference ({ensemble.kind}.{method}) "
                         f"failed: {str(exc).strip()[:300]}",
                         hint="compile with --no-verify to skip the accuracy gate") from None
-    return np.asarray(y, dtype=np.float32).reshape(len(x), *shape[1:]), name
+    y = np.asarray(y, dtype=np.float32)
+    if y.size != int(np.prod((len(x), *shape[1:]))):
+        raise KilnError("verification_failed", f"{name} returned shape {list(y.shape)}, the "
+                        f"artifact returns {[len(x), *shape[1:]]}",
+                        hint="compile with --no-verify to skip the accuracy gate, and report "
+                             "the model")
+    return y.reshape(len(x), *shape[1:]), name
+
+
+def _xgboost_predict(booster, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """``Booster.predict``; for ``multi:softmax`` (which predicts labels) the class
+    probabilities, as the artifact returns them: softmax of the margins."""
+    import json
+
+    import xgboost
+
+    dm = xgboost.DMatrix(x, missing=np.nan)
+    name = f"xgboost {xgboost.__version__} Booster.predict"
+    objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    if objective != "multi:softmax":
+        return booster.predict(dm), name
+    margin = booster.predict(dm, output_margin=True).astype(np.float64)
+    e = np.exp(margin - margin.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True), name + " (softmax of output_margin)"
 
 
 def _version_of(module: str) -> str:
