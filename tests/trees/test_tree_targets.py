@@ -41,6 +41,17 @@ def test_tree_code_is_built_for_the_baseline_except_on_32bit_arm():
     assert cpu_flags(get_target("riscv64")) == []
 
 
+def test_neo_platform_linux_arm_eabihf_takes_trees():
+    from kiln.targets import resolve_target
+
+    spec, _ = resolve_target(None, "LINUX/ARM_EABIHF", None)
+    assert spec.status == "unsupported" and spec.tree_status == "verified"
+    assert cpu_flags(spec) == ["-mcpu=cortex_a7"]
+    for platform in ("LINUX/ARM_EABI", "ANDROID/ARM64"):
+        spec, _ = resolve_target(None, platform, None)
+        assert spec.tree_status == "unsupported"
+
+
 def _broken(change) -> str:
     rows = catalog_rows()
     change(rows)

@@ -195,6 +195,16 @@ def test_framework_on_every_arch(models, compiled, name, target, tmp_path):
     assert _check_run(result, obj, method, nf, tmp_path, nan=name in NAN_OK) <= ATOL
 
 
+def test_neo_platform_linux_arm_eabihf(models, tmp_path):
+    _needs("rasp3b")
+    path, obj, method, nf = models[1]["lgb_reg"]
+    result = compile_model(path, platform="LINUX/ARM_EABIHF", output=tmp_path / "p.tar.gz")
+    report = result.manifest.verification
+    assert report["passed"] and report["mode"].startswith("qemu-arm"), report
+    assert result.manifest.runtime["cflags"][-1] == "-mcpu=cortex_a7"
+    assert _check_run(result, obj, method, nf, tmp_path, nan=True) <= ATOL
+
+
 def test_armv7_artifact_is_32bit_hard_float(compiled, tmp_path):
     _needs("rasp3b")
     result = compiled("xgb_multi", "rasp3b")
@@ -308,6 +318,14 @@ def test_cli_compile_and_run_rasp3b_with_neo_framework_name(models, tmp_path):
     assert np.abs(got - obj.predict(x)).max() <= ATOL
     inspect = json.loads(_kiln("inspect", tmp_path / "a.tar.gz", "--json", cwd=tmp_path).stdout)
     assert inspect["runtime"]["kind"] == "trees" and inspect["framework"] == "lightgbm"
+
+
+def test_kiln_bench_on_a_tree_artifact(compiled, tmp_path):
+    result = compiled("xgb_multi", HOST)
+    res = _kiln("bench", result.artifact, "--repeat", "5", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    bench = json.loads(res.stdout)
+    assert bench["batch"] == 1 and bench["latency"]["p50_ms"] > 0
 
 
 # ---- errors, with their codes -----------------------------------------------------------------

@@ -57,8 +57,11 @@ def built_spec(spec: TargetSpec) -> TargetSpec:
 
 def cpu_flags(spec: TargetSpec) -> list[str]:
     """zig's -mcpu for the target: only on 32-bit ARM (the baseline elsewhere)."""
-    if spec.arch == "armv7" and spec.mcpu:
-        return [f"-mcpu={spec.mcpu.replace('-', '_')}"]
+    if spec.arch == "armv7":
+        # a generic armhf target (Neo's LINUX/ARM_EABIHF, which declares +neon) gets
+        # Cortex-A7: ARMv7-A with VFPv4 and NEON, the oldest core of current 32-bit boards
+        mcpu = spec.mcpu if spec.mcpu not in (None, "generic") else "cortex-a7"
+        return [f"-mcpu={mcpu.replace('-', '_')}"]
     return []
 
 
