@@ -258,6 +258,19 @@ def test_categorical_splits_and_missing_values_are_exercised(models):
     assert count(xgb_cat, "has_categorical_split") > 0
 
 
+def test_large_batches_split_over_threads(models, compiled, monkeypatch):
+    path, obj, method, nf = models[1]["rf_multi"]
+    x = _inputs(nf, rows=3001)
+    ref = obj.predict_proba(x)
+    outs = []
+    for threads in ("1", "5"):  # 5 threads of 600 rows, the last one uneven
+        monkeypatch.setenv("KILN_NUM_THREADS", threads)
+        with _loaded(compiled("rf_multi", HOST).artifact) as model:
+            outs.append(model.run(x)[0])
+    assert np.array_equal(outs[0], outs[1])
+    assert np.abs(outs[1] - ref).max() <= ATOL
+
+
 def test_classifier_outputs_match_predict_proba_shape(compiled):
     m = compiled("gb_bin", HOST).manifest
     assert m.signature.outputs[0].shape == (-1, 2)  # [1 - p, p], as predict_proba

@@ -106,7 +106,7 @@ def tree_runtime(spec: TargetSpec) -> Path:
     try:
         common = [*_CFLAGS, *cpu_flags(spec), f"-I{NATIVE_DIR}"]
         zig_cc(spec.arch, [*common, "-shared", "-fPIC", str(NATIVE_DIR / "kiln_tree_runtime.c"),
-                           "-o", str(tmp / "libkiln_runtime.so"), "-ldl"],
+                           "-o", str(tmp / "libkiln_runtime.so"), "-ldl", "-lpthread"],
                what="building the tree libkiln_runtime.so")
         zig_cc(spec.arch, [*common, str(NATIVE_DIR / "kiln_run.c"), "-o", str(tmp / "kiln_run"),
                            f"-L{tmp}", "-lkiln_runtime", "-Wl,-rpath,$ORIGIN"],

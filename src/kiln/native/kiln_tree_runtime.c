@@ -7,16 +7,23 @@
  * The artifact has one float32 input [rows, features] (rows -1 in signature.txt = any count)
  * and one float32 output whose first dimension is the row count of the last run.
  * Builds for every Linux arch zig targets (x86_64, aarch64, armv7 hard-float, riscv64).
+ * Large batches are split over threads (KILN_NUM_THREADS, else OMP_NUM_THREADS, else all the
+ * CPUs this process may use), at least 256 rows a thread.
  */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include "kiln_runtime.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define KILN_MAX_NDIM 8
+#define KILN_MAX_THREADS 64
+#define KILN_ROWS_PER_THREAD 256 /* below this many rows a thread costs more than it saves */
 
 typedef void (*predict_fn)(const float*, int64_t, float*);
 
@@ -36,7 +43,13 @@ struct kiln_model {
   int64_t x_rows; /* rows set by kiln_model_set_input, -1 before */
   float* y;
   int64_t y_rows; /* rows of the last run, -1 before */
+  int threads;
 };
+
+typedef struct {
+  const kiln_model* m;
+  int64_t begin, end;
+} row_range;
 
 static __thread char g_error[4096];
 
@@ -125,10 +138,23 @@ static int load_model(kiln_model* m, const char* dir) {
   return 0;
 }
 
+/* KILN_NUM_THREADS, else OMP_NUM_THREADS, else every CPU this process may run on. */
+static int thread_count(void) {
+  const char* env = getenv("KILN_NUM_THREADS");
+  if (!env) env = getenv("OMP_NUM_THREADS");
+  int n = env ? atoi(env) : 0;
+  if (n <= 0) {
+    cpu_set_t set;
+    n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  }
+  return n < 1 ? 1 : (n > KILN_MAX_THREADS ? KILN_MAX_THREADS : n);
+}
+
 int kiln_model_create(const char* dir, kiln_model** out) {
   kiln_model* m = (kiln_model*)calloc(1, sizeof(kiln_model));
   *out = NULL;
   m->x_rows = m->y_rows = -1;
+  m->threads = thread_count();
   if (read_signature(m, dir) != 0 || load_model(m, dir) != 0) {
     kiln_model_destroy(m);
     return -1;
@@ -223,6 +249,33 @@ int kiln_model_set_input(kiln_model* m, int i, const void* data, size_t nbytes) 
   return 0;
 }
 
+static void* predict_range(void* arg) {
+  const row_range* r = (const row_range*)arg;
+  const kiln_model* m = r->m;
+  m->predict(m->x + r->begin * m->features, r->end - r->begin, m->y + r->begin * m->per_row);
+  return NULL;
+}
+
+/* Rows split evenly over up to m->threads threads (the calling thread takes the first part). */
+static void predict_parallel(kiln_model* m) {
+  int64_t rows = m->x_rows;
+  int n = m->threads;
+  if (n > rows / KILN_ROWS_PER_THREAD) n = (int)(rows / KILN_ROWS_PER_THREAD);
+  if (n < 1) n = 1;
+  row_range parts[KILN_MAX_THREADS];
+  pthread_t tids[KILN_MAX_THREADS];
+  int started[KILN_MAX_THREADS] = {0};
+  for (int i = 0; i < n; ++i) {
+    parts[i] = (row_range){m, rows * i / n, rows * (i + 1) / n};
+    if (i > 0) started[i] = pthread_create(&tids[i], NULL, predict_range, &parts[i]) == 0;
+  }
+  predict_range(&parts[0]);
+  for (int i = 1; i < n; ++i) {
+    if (started[i]) pthread_join(tids[i], NULL);
+    else predict_range(&parts[i]); /* no thread to be had: do it here */
+  }
+}
+
 int kiln_model_run(kiln_model* m) {
   if (m->x_rows < 0) {
     set_error("no input yet: call kiln_model_set_input first");
@@ -236,7 +289,7 @@ int kiln_model_run(kiln_model* m) {
     }
     m->y = y;
   }
-  m->predict(m->x, m->x_rows, m->y);
+  predict_parallel(m);
   m->y_rows = m->x_rows;
   return 0;
 }
