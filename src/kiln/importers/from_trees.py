@@ -90,8 +90,10 @@ def _bad(path: Path, what: str, exc: Exception, hint: str) -> KilnError:
 
 def _load_xgboost(path: Path) -> TreeEnsemble:
     treelite = _need("treelite")
-    head = path.read_bytes()[:64].lstrip()
-    fmt = "json" if head.startswith(b'{"') or head.startswith(b"{\n") else "ubjson"
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    # JSON: '{' then whitespace and '"'; UBJSON: '{' then a type marker (L, i, U, $, #)
+    fmt = "json" if head[1:].lstrip()[:1] in (b'"', b"}") else "ubjson"
     legacy = not head.startswith(b"{")
     try:
         if legacy:
