@@ -36,14 +36,18 @@ def compile_model(model, *, target: str | None = None, platform: str | None = No
                   options: CompileOptions | None = None, sample_inputs: str | Path | None = None,
                   progress: Progress | None = None, framework: str | None = None,
                   framework_version: str | None = None, example_inputs=None,
-                  dynamic_shapes=None) -> CompileResult:
+                  dynamic_shapes=None, trust_pickle: bool = False) -> CompileResult:
     """Compile ``model`` for a named device (``target``) or a Neo platform (``platform``).
 
     ``model`` is a file, a SavedModel folder, a Neo ``model.tar.gz``, or a ``torch.nn.Module``
     (with ``example_inputs`` and optionally ``dynamic_shapes``, as for ``torch.export``).
     ``framework`` (Neo's enum, any case) is detected from the content when None;
     ``framework_version`` (Neo's FrameworkVersion) is recorded in the manifest.
+    Tree ensembles (XGBoost, LightGBM, scikit-learn; ``framework`` or detected from the file)
+    go through :func:`kiln.compiler_trees.compile_trees`; ``trust_pickle`` allows pickle/joblib.
     Returns the path of the ``.tar.gz`` artifact and its manifest. Raises :class:`KilnError`.
+    Tree ensembles (XGBoost, LightGBM, scikit-learn; ``framework`` or detected from the file)
+    go through :func:`kiln.compiler_trees.compile_trees`; ``trust_pickle`` allows pickle/joblib.
     """
     with tempfile.TemporaryDirectory(prefix="kiln-import-") as workdir:
         if not isinstance(model, (str, Path)):
@@ -54,26 +58,34 @@ def compile_model(model, *, target: str | None = None, platform: str | None = No
         return _compile(Path(model), target=target, platform=platform,
                         compiler_options=compiler_options, output=output, options=options,
                         sample_inputs=sample_inputs, progress=progress, framework=framework,
-                        framework_version=framework_version, workdir=Path(workdir))
+                        framework_version=framework_version, workdir=Path(workdir),
+                        trust_pickle=trust_pickle)
 
 
 def _compile(model: Path, *, target, platform, compiler_options, output, options, sample_inputs,
-             progress, framework, framework_version, workdir: Path) -> CompileResult:
+             progress, framework, framework_version, workdir: Path,
+             trust_pickle: bool = False) -> CompileResult:
     from kiln.codegen.tvm_build import build_library, check_buildable
     from kiln.importers import import_model
-    from kiln.importers.detect import open_model
+    from kiln.importers.detect import is_tree_model, open_model
     from kiln.verify.gate import accuracy_gate
     from kiln.verify.inputs import load_sample_inputs
 
     options = options or CompileOptions()
     step = progress or (lambda _name: None)
     spec, copts = resolve_target(target, platform, compiler_options)
+    model, framework, package = open_model(model, framework, workdir)  # a Neo tarball: its model
+    if is_tree_model(model, framework):
+        from kiln.compiler_trees import compile_trees
+
+        return compile_trees(model, spec, copts.to_dict(), options=options, output=output,
+                             framework=framework, trust_pickle=trust_pickle,
+                             sample_inputs=sample_inputs, progress=step)
     check_buildable(spec)
     dtype = _compute_dtype(spec, copts)
     if dtype != "float32":
         options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
     step("import")
-    model, framework, package = open_model(model, framework, workdir)  # a Neo tarball: its model
     imported = import_model(model, input_shapes=options.shape_dict(), framework=framework,
                             workdir=workdir)
     package = {**package, **({"requested_framework_version": str(framework_version)}

@@ -27,6 +27,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "unsupported_framework": ErrorCode(15, 422, "Kiln does not compile models of this framework"),
     "invalid_model_package": ErrorCode(16, 400, "a Neo model.tar.gz does not hold exactly one model"),
     "framework_not_installed": ErrorCode(17, 424, "the framework needed to read the model is not installed"),
+    "untrusted_model": ErrorCode(19, 400, "the model file would run code when loaded (pickle) and was not trusted"),
     "unknown_target": ErrorCode(20, 400, "no such target device or platform"),
     "invalid_compiler_options": ErrorCode(21, 400, "compiler options are unknown or invalid"),
     "target_not_yet_supported": ErrorCode(22, 422, "the target exists but Kiln cannot build for it yet"),

@@ -58,7 +58,8 @@ def conform_inputs(data: dict, signature: ModelSignature) -> dict[str, np.ndarra
     out = {}
     for t in signature.inputs:
         arr = np.asarray(data[t.name])
-        if tuple(arr.shape) != t.shape:
+        # a dimension of -1 takes any size (the row count of tree-ensemble artifacts)
+        if arr.ndim != len(t.shape) or any(d >= 0 and a != d for a, d in zip(arr.shape, t.shape)):
             raise KilnError("invalid_input", f"input {t.name!r} has shape {list(arr.shape)}, the "
                             f"model takes {list(t.shape)}", hint="reshape the array, or compile "
                             "again with --input-shape")

@@ -57,12 +57,13 @@ def bench_artifact(path: str | Path, *, warmup: int = 3, repeat: int = 50,
     load_ms = (time.perf_counter() - start) * 1e3
     rng = np.random.default_rng(seed)
     inputs = {}
-    for name, shape, dtype in zip(model.get_input_names(), model.get_input_shapes(),
-                                  model.get_input_dtypes()):
+    # a dimension of -1 (any row count: tree-ensemble artifacts) is timed with one row
+    shapes = [tuple(d if d >= 0 else 1 for d in s) for s in model.get_input_shapes()]
+    for name, shape, dtype in zip(model.get_input_names(), shapes, model.get_input_dtypes()):
         arr = rng.standard_normal(shape) if np.dtype(dtype).kind == "f" else rng.integers(0, 4, shape)
         inputs[name] = arr.astype(dtype)
     times = measure(lambda: model.run(inputs), warmup=warmup, repeat=repeat)
-    batch = model.get_input_shapes()[0][0] if model.get_input_shapes()[0] else 1
+    batch = shapes[0][0] if shapes and shapes[0] else 1
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return BenchResult(artifact=str(path), target=model.manifest.target["name"],
                        threads=os.environ.get("TVM_NUM_THREADS", "all usable CPUs"),

@@ -23,7 +23,8 @@ err = Console(stderr=True)
 @app.command("compile")
 def compile_cmd(
     model: Annotated[Path, typer.Argument(help="the model: .onnx, .pt2, TorchScript .pt, .tflite, "
-                                          ".keras/.h5, SavedModel folder, or Neo model.tar.gz")],
+                                          ".keras/.h5, SavedModel folder, XGBoost .json/.ubj, "
+                                          "LightGBM .txt, skops, or Neo model.tar.gz")],
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="a device name from "
                                                   "`kiln targets`, e.g. rasp4b")] = None,
     platform: Annotated[Optional[str], typer.Option(help="Neo TargetPlatform OS/ARCH[/ACCEL], "
@@ -45,10 +46,13 @@ def compile_cmd(
                                                        "(see `kiln tune`)")] = None,
     tune_time_budget: Annotated[Optional[float], typer.Option(help="tune first: seconds")] = None,
     tuning_db: Annotated[bool, typer.Option(help="apply the target's tuning database")] = True,
-    framework: Annotated[Optional[str], typer.Option(help="Neo Framework (PYTORCH, TFLITE, ...; "
-                                                     "any case); detected when omitted")] = None,
+    framework: Annotated[Optional[str], typer.Option(help="Neo Framework (PYTORCH, TFLITE, "
+                                                     "XGBOOST, SKLEARN, ...; any case); detected "
+                                                     "when omitted")] = None,
     framework_version: Annotated[Optional[str], typer.Option(help="Neo FrameworkVersion, "
                                                              "recorded in the manifest")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="allow a pickle/joblib "
+                                               "model file (loading it runs its code)")] = False,
 ) -> None:
     """Compile MODEL into a self-describing artifact for one target, and verify it."""
     from kiln.cli.progress import steps
@@ -63,7 +67,8 @@ def compile_cmd(
         result = compile_model(model, target=target, platform=platform,
                                compiler_options=compiler_options, output=output,
                                options=options, sample_inputs=sample_inputs, progress=progress,
-                               framework=framework, framework_version=framework_version)
+                               framework=framework, framework_version=framework_version,
+                               trust_pickle=trust_pickle)
     src = result.manifest.source
     err.print(f"framework: {result.manifest.framework}"
               f"{'' if framework else ' (detected)'}"

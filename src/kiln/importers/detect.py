@@ -153,3 +153,15 @@ def _import_trees(path: Path, framework: str, input_shapes) -> ImportedModel:
                         "ensemble support is not installed in this Kiln",
                         hint="use a Kiln build with kiln.importers.from_trees") from None
     return import_trees(path, framework=framework, input_shapes=input_shapes)
+
+
+def is_tree_model(path: str | Path, framework: str | None = None) -> bool:
+    """True when ``framework`` names a tree framework (xgboost, lightgbm, sklearn; any case),
+    or, with no framework, when the file's content is a tree-ensemble format or a pickle
+    (tree ensembles compile to C without TVM: ``kiln.compiler_trees``)."""
+    from kiln.importers.from_trees import sniff as sniff_trees
+    from kiln.importers.from_trees import tree_framework
+
+    if framework:
+        return tree_framework(framework) is not None
+    return Path(path).is_file() and sniff_trees(Path(path)) is not None

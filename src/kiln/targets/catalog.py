@@ -34,6 +34,7 @@ _OPTIONAL = {
     "mcpu": (str, None), "mattr": (list, ()), "float_abi": (str, None), "mabi": (str, None),
     "num_cores": (int, 0), "accelerator": (str, None), "gpu_arch": (str, None), "simd": (str, None),
     "default_options": (dict, {}), "aliases": (list, ()),
+    "trees_status": (str, None), "trees_reason": (str, None),
 }
 _LIST_FIELDS = ("mattr", "aliases")
 

@@ -20,7 +20,9 @@ _HEADER = """\
 `kiln compile --target NAME` takes any name below. Names marked * are SageMaker Neo TargetDevice
 values. Status: **verified** = Kiln compiles the CPU code and runs it today (x86_64 natively,
 aarch64 under qemu-aarch64); **codegen** = Kiln compiles but cannot run it yet; **unsupported** =
-Kiln cannot build for it yet (the reason says why).
+Kiln cannot build for it yet (the reason says why). The **trees** column is the status for tree
+ensembles (XGBoost, LightGBM, scikit-learn compiled to plain C, no TVM runtime), which also build
+for 32-bit ARM and RISC-V (verified under qemu-arm / qemu-riscv64).
 """
 
 
@@ -30,10 +32,13 @@ def render() -> str:
     counts = Counter(spec.status for spec in specs)
     summary = ", ".join(f"{counts[status]} {status}" for status in STATUSES)
     lines = [_HEADER, f"{len(specs)} devices: {summary}.", "",
-             "| name | arch | mcpu | accelerator | status | reason |", "|---|---|---|---|---|---|"]
+             "| name | arch | mcpu | accelerator | status | trees | reason |",
+             "|---|---|---|---|---|---|---|"]
     for spec in specs:
         name = f"`{spec.name}`" + (" *" if spec.neo else "")
-        cells = [name, spec.arch, spec.mcpu or "–", spec.accelerator or "–", spec.status, spec.reason]
+        reason = spec.reason if spec.trees_reason is None else f"{spec.reason}; {spec.trees_reason}"
+        cells = [name, spec.arch, spec.mcpu or "–", spec.accelerator or "–", spec.status,
+                 spec.tree_status, reason]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 

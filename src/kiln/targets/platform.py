@@ -111,8 +111,17 @@ def _build(os_value: str, arch_value: str, accel: str | None) -> TargetSpec:
         os=os_value.lower(), arch=arch, triple=_TRIPLE[os_value, arch_value],
         mcpu=mcpu, mattr=mattr, float_abi=float_abi, mabi=None, num_cores=0,
         accelerator=_ACCELERATOR.get(accel), gpu_arch=None, simd=simd, default_options=(),
-        status=status, reason=reason, neo=False,
+        status=status, reason=reason, neo=False, **_trees(os_value, arch_value, accel),
     )
+
+
+def _trees(os_value: str, arch_value: str, accel: str | None) -> dict:
+    """Tree ensembles (plain C, no TVM runtime) also build for 32-bit hard-float ARM Linux."""
+    if (os_value, arch_value, accel) != ("LINUX", "ARM_EABIHF", None):
+        return {}
+    return {"trees_status": "verified", "trees_reason": "tree ensembles compile to plain C with "
+            "no TVM runtime; Kiln builds them for Cortex-A7 (ARMv7-A, VFPv4, NEON) and verifies "
+            "them under qemu-arm"}
 
 
 def _status(os_value: str, arch_value: str, accel: str | None) -> tuple[str, str]:

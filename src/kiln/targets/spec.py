@@ -23,6 +23,9 @@ SIMDS = ("avx512", "avx2", "avx", "sse4.2", "neon", "sve", "rvv")
 FLOAT_ABIS = ("hard", "soft")
 #: (os, arch) pairs whose CPU code Kiln runs today: x86_64 natively, aarch64 under qemu-aarch64.
 RUNNABLE = (("linux", "x86_64"), ("linux", "aarch64"))
+#: (os, arch) pairs whose tree-ensemble code Kiln builds and runs today (no TVM runtime needed):
+#: x86_64 natively, the others under qemu-user.
+TREE_RUNNABLE = (("linux", "x86_64"), ("linux", "aarch64"), ("linux", "armv7"), ("linux", "riscv64"))
 #: The fields that change the generated code; :meth:`TargetSpec.fingerprint` hashes exactly these.
 CODEGEN_FIELDS = ("os", "arch", "triple", "mcpu", "mattr", "float_abi", "mabi", "accelerator", "gpu_arch")
 
@@ -63,6 +66,18 @@ class TargetSpec:
     reason: str
     neo: bool
     aliases: tuple[str, ...] = ()
+    #: status and reason for tree ensembles (C code, no TVM runtime) where they differ from
+    #: the neural-network ones; None = same as ``status`` / ``reason``
+    trees_status: str | None = None
+    trees_reason: str | None = None
+
+    @property
+    def tree_status(self) -> str:
+        return self.trees_status or self.status
+
+    @property
+    def tree_reason(self) -> str:
+        return self.trees_reason or self.reason
 
     def to_dict(self) -> dict:
         """Return a JSON-able dict: lists for tuples, ``default_options`` as a dict of decoded values."""
@@ -126,6 +141,22 @@ def spec_problems(spec: TargetSpec) -> list[tuple[str, str]]:
         spec.status != "verified" or (spec.os, spec.arch) in RUNNABLE, "status",
         f"'verified' needs a CPU Kiln runs today (linux x86_64 or aarch64), not {spec.os} {spec.arch}",
     )
+    problems.extend(_tree_problems(spec))
+    return problems
+
+
+def _tree_problems(spec: TargetSpec) -> list[tuple[str, str]]:
+    problems = []
+    if spec.trees_status is not None:
+        if spec.trees_status not in STATUSES:
+            problems.append(("trees_status", _one_of(STATUSES, spec.trees_status)))
+        if not (spec.trees_reason or "").strip():
+            problems.append(("trees_reason", "must say why tree ensembles have their status"))
+    elif spec.trees_reason is not None:
+        problems.append(("trees_reason", "needs a trees_status"))
+    if spec.tree_status == "verified" and (spec.os, spec.arch) not in TREE_RUNNABLE:
+        problems.append(("trees_status", f"'verified' for tree ensembles needs linux x86_64, "
+                         f"aarch64, armv7 or riscv64, not {spec.os} {spec.arch}"))
     return problems
 
 
