@@ -194,13 +194,24 @@ def test_torchscript_package_without_input_shape(tmp_path):
     assert imported.source_info["member"] == "model.pt"
 
 
-def test_tree_models_go_to_the_tree_importer(tmp_path):
-    try:
-        import kiln.importers.from_trees  # noqa: F401
-        pytest.skip("tree support is installed; tests/importers cover it")
-    except ImportError:
-        pass
-    pkg = _tar(tmp_path / "model.tar.gz", {"xgboost-model.json": b'{"learner": {}}'})
-    with pytest.raises(KilnError) as exc:
-        import_model(pkg, framework="XGBOOST", workdir=tmp_path)
-    assert exc.value.code == "unsupported_framework" and "tree" in exc.value.message
+@pytest.mark.parametrize("framework", ["XGBOOST", None])
+def test_tree_model_package_compiles_to_c_and_matches_xgboost(tmp_path, framework):
+    """A Neo tarball holding an XGBoost model goes to the tree compiler (no TVM), with the
+    framework named or detected, and the artifact agrees with xgboost's predict_proba."""
+    xgb = pytest.importorskip("xgboost")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 6)).astype(np.float32)
+    clf = xgb.XGBClassifier(n_estimators=8, max_depth=3).fit(x, rng.integers(0, 3, 64))
+    clf.save_model(tmp_path / "xgboost-model.json")
+    pkg = _tar(tmp_path / "model.tar.gz",
+               {"xgboost-model.json": (tmp_path / "xgboost-model.json").read_bytes()})
+    np.save(tmp_path / "x.npy", x[:9])
+    artifact, out = tmp_path / "a.tar.gz", tmp_path / "y.npz"
+    args = ["--framework", framework] if framework else []
+    res = run_kiln("compile", pkg, *args, "--platform", "LINUX/X86_64", "-o", artifact)
+    assert res.returncode == 0, res.stderr
+    assert "against xgboost" in res.stderr
+    res = run_kiln("run", artifact, "--input", f"data={tmp_path / 'x.npy'}", "--output", out)
+    assert res.returncode == 0, res.stderr
+    y = np.load(out)["output"]
+    np.testing.assert_allclose(y, clf.predict_proba(x[:9]), atol=1e-5, rtol=0)
