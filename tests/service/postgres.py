@@ -67,8 +67,9 @@ class PostgresServer:
                   "-w", "-t", "60", "start")
         return self
 
-    def database(self, name: str) -> str:
-        """Create database ``name`` (empty) and return its URL."""
+    def database(self, name: str, icu_locale: str | None = None) -> str:
+        """Create database ``name`` (empty; its collation from ``icu_locale`` when given, else
+        C) and return its URL."""
         import psycopg
 
         deadline = time.time() + 30
@@ -77,7 +78,9 @@ class PostgresServer:
                 with psycopg.connect(host="127.0.0.1", port=self.port, user="kiln",
                                      password=PASSWORD, dbname="postgres",
                                      autocommit=True) as con:
-                    con.execute(f'CREATE DATABASE "{name}"')
+                    con.execute(f'CREATE DATABASE "{name}"' + (
+                        f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+                        if icu_locale else ""))
                 return f"postgresql+psycopg://kiln:{PASSWORD}@127.0.0.1:{self.port}/{name}"
             except psycopg.OperationalError:
                 if time.time() > deadline:

@@ -167,3 +167,30 @@ def test_compile_through_kiln_serve_and_worker_on_postgresql(pg, redis_url, keys
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def _names(store, tenant, **kw) -> list[str]:
+    rows, _ = store.list(tenant, filters=kw.pop("filters", {}), sort_by="Name",
+                         offset=0, limit=100, **kw)
+    return [r.name for r in rows]
+
+
+def test_name_filter_and_sort_match_sqlite_whatever_the_collation(pg, tmp_path):
+    """NameContains ignores case and SortBy=Name is bytewise on both backends, also on a
+    PostgreSQL database whose collation is en-US (where ORDER BY would put 'alpha' before 'Beta')."""
+    sqlite = f"sqlite:///{tmp_path / 'j.sqlite'}"
+    for url in (sqlite, pg.database("english", icu_locale="en-US")):
+        migrate(url)
+        store = JobStore(url)
+        for name in ("Beta-2", "alpha-1", "ALPHA-3", "a-b", "ab"):
+            store.create("t", validate_create({**REQUEST, "CompilationJobName": name}),
+                         f"arn:{name}", active_limit=10)
+        assert _names(store, "t", descending=False) == ["ALPHA-3", "Beta-2", "a-b", "ab",
+                                                         "alpha-1"], url
+        assert _names(store, "t", descending=True) == ["alpha-1", "ab", "a-b", "Beta-2",
+                                                        "ALPHA-3"], url
+        assert _names(store, "t", descending=False, filters={"NameContains": "Alpha"}) == [
+            "ALPHA-3", "alpha-1"], url
+        assert _names(store, "t", descending=False, filters={"NameContains": "a-"}) == [
+            "ALPHA-3", "Beta-2", "a-b", "alpha-1"], url
+        store.engine.dispose()
