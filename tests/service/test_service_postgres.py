@@ -177,7 +177,7 @@ def _names(store, tenant, **kw) -> list[str]:
 
 def test_name_filter_and_sort_match_sqlite_whatever_the_collation(pg, tmp_path):
     """NameContains ignores case and SortBy=Name is bytewise on both backends, also on a
-    PostgreSQL database whose collation is en-US (where ORDER BY would put 'alpha' before 'Beta')."""
+    PostgreSQL database whose collation is en-US (where ORDER BY puts 'alpha' before 'Beta')."""
     sqlite = f"sqlite:///{tmp_path / 'j.sqlite'}"
     for url in (sqlite, pg.database("english", icu_locale="en-US")):
         migrate(url)
