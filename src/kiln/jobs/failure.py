@@ -38,6 +38,7 @@ NEO_CLASS: dict[str, str] = {
     "dtype_not_supported": "ClientError: OutputConfiguration",
     "missing_dependency": "ServerError",
     "tuning_failed": "ServerError: CompilationError",
+    "invalid_tuning_database": "ClientError: OutputConfiguration",  # a CompilerOptions choice
 }
 MAX_REASON = 1024
 

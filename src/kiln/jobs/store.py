@@ -73,6 +73,9 @@ class JobStore:
 
     def __init__(self, db_url: str) -> None:
         self.engine = make_engine(db_url)
+        # names compare as SQLite does whatever the database's collation: bytewise for SortBy
+        # Name, ASCII case ignored for NameContains (names are ASCII)
+        self._bytewise = self.engine.dialect.name == "postgresql"
 
     def create(self, tenant: str, job: NewJob, arn: str, *, active_limit: int) -> JobRow:
         stamp = now()
@@ -109,7 +112,7 @@ class JobStore:
         """One page of jobs and whether more follow."""
         q = select(JobRow).where(JobRow.tenant == tenant)
         if filters.get("NameContains"):
-            q = q.where(JobRow.name.contains(filters["NameContains"], autoescape=True))
+            q = q.where(JobRow.name.icontains(filters["NameContains"], autoescape=True))
         if filters.get("StatusEquals"):
             q = q.where(JobRow.status == filters["StatusEquals"])
         for key, col in (("CreationTime", JobRow.created_at),
@@ -119,6 +122,8 @@ class JobStore:
             if filters.get(key + "Before") is not None:
                 q = q.where(col < filters[key + "Before"])
         col = SORT_COLUMNS[sort_by]
+        if sort_by == "Name" and self._bytewise:
+            col = col.collate("C")
         order = (col.desc(), JobRow.id.desc()) if descending else (col.asc(), JobRow.id.asc())
         with Session(self.engine) as s:
             rows = list(s.scalars(q.order_by(*order).offset(offset).limit(limit + 1)))
