@@ -124,30 +124,19 @@ def bind_input_shapes(inputs: list[tuple[str, list[int | str], str]],
 
 
 def _output_infos(model, mod) -> list[TensorInfo]:
-    """Output names from the ONNX graph; shapes and dtypes from Relax's inferred types."""
+    """The outputs of the Relax module, named as the ONNX graph names them."""
     import tvm
-    from tvm import relax
+
+    from kiln.importers.relax_io import output_infos
 
     # TVM 0.27 merged StructInfo into Type: a function's return type is ``ret_ty``.
     ret = mod["main"].ret_ty
-    infos = list(ret.fields) if isinstance(ret, tvm.ir.TupleType) else [ret]
+    produced = len(ret.fields) if isinstance(ret, tvm.ir.TupleType) else 1
     names = [o.name for o in model.graph.output]
-    if len(infos) != len(names):
+    if produced != len(names):
         raise KilnError("compile_failed", f"the model declares {len(names)} outputs, Relax "
-                        f"produced {len(infos)}", hint="please report this model")
-    out = []
-    for name, sinfo in zip(names, infos):
-        if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None:
-            raise KilnError("compile_failed", f"output {name!r} is not a tensor of known shape",
-                            hint="Kiln supports models that return tensors")
-        try:
-            shape = tuple(int(d) for d in sinfo.shape.values)
-        except TypeError:
-            raise KilnError("compile_failed", f"output {name!r} has a data-dependent shape "
-                            f"{list(sinfo.shape.values)}", hint="static output shapes only, "
-                            "for now") from None
-        out.append(TensorInfo(name, shape, str(sinfo.dtype)))
-    return out
+                        f"produced {produced}", hint="please report this model")
+    return output_infos(mod, names)
 
 
 @contextlib.contextmanager
