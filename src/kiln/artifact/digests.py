@@ -10,11 +10,8 @@ from kiln.errors import KilnError
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def digest_tree(root: Path, *, exclude: tuple[str, ...] = ()) -> dict[str, dict]:

@@ -150,8 +150,5 @@ def open_artifact(uri: str, storage: dict):
 
 def blake2(path: Path) -> str:
     """ModelDigests.ArtifactDigest: the BLAKE2b (512-bit) hex digest of the artifact file."""
-    h = hashlib.blake2b()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "blake2b").hexdigest()
