@@ -125,13 +125,21 @@ def native_runtime(arch: str) -> Path:
     folder = cache_dir() / "native" / f"{arch}-{_sources_digest()}"
     if (folder / "kiln_run").exists():
         return folder
+    common = ["-O2", "-std=gnu11", "-Wall", f"-I{ffi_include_dir()}", f"-I{NATIVE_DIR}",
+              f"-L{libs}"]
+    return build_native(folder, arch, common, "kiln_runtime.c",
+                        ["-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,-rpath,$ORIGIN"],
+                        what="building libkiln_runtime.so")
+
+
+def build_native(folder: Path, arch: str, common: list[str], runtime_source: str,
+                 runtime_link: list[str], *, what: str) -> Path:
+    """Build a C API library (``runtime_source`` + ``runtime_link``) and the runner linked to
+    it, with the compiler flags ``common``, into ``folder`` (published atomically)."""
     tmp = _staging(folder)
     try:
-        common = ["-O2", "-std=gnu11", "-Wall", f"-I{ffi_include_dir()}", f"-I{NATIVE_DIR}",
-                  f"-L{libs}"]
-        zig_cc(arch, [*common, "-shared", "-fPIC", str(NATIVE_DIR / "kiln_runtime.c"), "-o",
-                      str(tmp / "libkiln_runtime.so"), "-Wl,--no-as-needed", "-ltvm_runtime",
-                      "-ltvm_ffi", "-Wl,-rpath,$ORIGIN"], what="building libkiln_runtime.so")
+        zig_cc(arch, [*common, "-shared", "-fPIC", str(NATIVE_DIR / runtime_source), "-o",
+                      str(tmp / "libkiln_runtime.so"), *runtime_link], what=what)
         zig_cc(arch, [*common, str(NATIVE_DIR / "kiln_run.c"), "-o", str(tmp / "kiln_run"),
                       f"-L{tmp}", "-lkiln_runtime", "-Wl,-rpath,$ORIGIN"], what="building kiln_run")
         shutil.copy2(NATIVE_DIR / "kiln_runtime.h", tmp / "kiln_runtime.h")

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,22 +100,11 @@ def tree_runtime(spec: TargetSpec) -> Path:
     folder = cache_dir() / "native-trees" / f"{spec.arch}-{_digest(spec)}"
     if (folder / "kiln_run").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        common = [*_CFLAGS, *cpu_flags(spec), f"-I{NATIVE_DIR}"]
-        zig_cc(spec.arch, [*common, "-shared", "-fPIC", str(NATIVE_DIR / "kiln_tree_runtime.c"),
-                           "-o", str(tmp / "libkiln_runtime.so"), "-ldl", "-lpthread"],
-               what="building the tree libkiln_runtime.so")
-        zig_cc(spec.arch, [*common, str(NATIVE_DIR / "kiln_run.c"), "-o", str(tmp / "kiln_run"),
-                           f"-L{tmp}", "-lkiln_runtime", "-Wl,-rpath,$ORIGIN"],
-               what="building kiln_run")
-        shutil.copy2(NATIVE_DIR / "kiln_runtime.h", tmp / "kiln_runtime.h")
-        if not folder.exists():
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    from kiln.codegen.runtime_bundle import build_native
+
+    common = [*_CFLAGS, *cpu_flags(spec), f"-I{NATIVE_DIR}"]
+    return build_native(folder, spec.arch, common, "kiln_tree_runtime.c", ["-ldl", "-lpthread"],
+                        what="building the tree libkiln_runtime.so")
 
 
 def write_tree_bundle(staging: Path, spec: TargetSpec) -> dict[str, str]:
