@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 
 
@@ -31,6 +32,7 @@ class CPUScheduleConfig:
     tile_rows: int = 4         # U: accumulator rows per tile
     min_parallel: int = 2      # do not parallelize loops shorter than this
     wide_tiles: bool = True    # two-vector-wide register tiles where the vector axis allows
+    cache_bytes: int = 128 * 1024  # vector operands up to this size stay in cache (L2)
 
 
 def lanes_for(simd: str | None, dtype: str = "float32") -> int:
@@ -96,9 +98,37 @@ class _Scheduler:
             # every output axis feeds the vector operand (depthwise conv): still tile several
             # output columns, which share the weight vector of each tap
             candidates = [i for i in spatial[:-1] if (_int(block.iter_vars[i].dom.extent) or 0) > 1][-1:]
-        u = max(candidates, key=lambda i: _int(block.iter_vars[i].dom.extent) or 0, default=None)
+        u = _row_axis(candidates, [_int(block.iter_vars[i].dom.extent) for i in candidates])
         shared = frozenset(i for i in spatial if block.iter_vars[i].var in used_by_vec)
         return v, u, shared
+
+    def vector_operand_bytes(self, blk, v: int) -> int | None:
+        """Size of the largest buffer read along the vector axis (the weights of a conv)."""
+        block = self.sch.get(blk)
+        v_var = block.iter_vars[v].var
+        sizes = []
+        for r in block.reads:
+            if r.region and v_var in _vars_in(r.region[-1].min):
+                n = 1
+                for dim in r.source.shape:
+                    n *= _int(dim) or 0
+                sizes.append(n * (tvm.DataType(r.source.dtype).bits // 8))
+        return max(sizes) if sizes and all(sizes) else None
+
+    def inline_copies(self) -> None:
+        """Inline producer blocks that only copy (the zero-width pad of a 1x1 conv), which
+        would otherwise cost one pass over the activations."""
+        for name, blk in list(self._live()):
+            body = self.sch.get(blk).body
+            # the value class is tvm.ir.expr.TensorLoad in TVM 0.27 (tirx.BufferLoad is a factory)
+            if isinstance(body, tirx.BufferStore) \
+                    and type(body.value).__name__ in ("TensorLoad", "BufferLoad") \
+                    and _same_indices(body.indices, body.value.indices) \
+                    and self.sch.get_consumers(blk):
+                try:
+                    self.sch.compute_inline(blk)
+                except Exception:  # noqa: BLE001 - an output or not inlinable: keep it
+                    continue
 
     # ---- rules ------------------------------------------------------------------------
     def tiled_reduction(self, blk, v: int, u: int | None, shared: frozenset = frozenset()) -> bool:
@@ -113,7 +143,7 @@ class _Scheduler:
                                         else None)
         if vf is None:
             return False
-        wb = sch.cache_write(blk, 0, "local")
+        wb = sch.cache_write(blk, 0, "global")
         self._inline_epilogues(wb)
         loops = sch.get_loops(blk)
         vo, vi = sch.split(loops[v], [None, vf])
@@ -131,8 +161,12 @@ class _Scheduler:
             elif kinds[i] == "S":
                 outer.append((0 if i in shared else 1, lp))
         # axes of the vector operand (the weights of a conv in NHWC, B of a matmul) go
-        # outermost, so consecutive parallel iterations reuse its slice from cache
-        outer = [lp for _, lp in sorted(outer, key=lambda t: t[0])]
+        # outermost, so consecutive parallel iterations reuse its slice from cache; when the
+        # whole operand fits in cache they go innermost instead, so that each tile of the
+        # (larger) activations is read once for all output channels
+        weights = self.vector_operand_bytes(blk, v)
+        small = weights is not None and weights <= cfg.cache_bytes and shared
+        outer = [lp for _, lp in sorted(outer, key=lambda t: -t[0] if small else t[0])]
         reds = [lp for i, lp in enumerate(loops) if kinds[i] == "R"]
         sch.reorder(*outer, *reds, *inner)
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
@@ -258,6 +292,9 @@ class _Scheduler:
 
     def run(self) -> tirx.PrimFunc | None:
         changed, done = False, set()
+        before = len(self.blocks())
+        self._try(self.inline_copies)
+        changed = len(self.blocks()) != before
         for name, blk in self._live():
             axes = self.gemm_axes(blk)
             if axes is not None and self._try(self.tiled_reduction, blk, *axes):
@@ -269,6 +306,21 @@ class _Scheduler:
             kinds = _iter_kinds(self.sch.get(blk))
             changed |= self._try(self.row_reduction if "R" in kinds else self.injective, blk)
         return self.sch.mod["main"] if changed else None
+
+
+def _same_indices(a, b) -> bool:
+    """Whether a copy reads the element it writes (not a transpose or a reshape)."""
+    return len(a) == len(b) and all(tvm_ffi.structural_equal(x, y) for x, y in zip(a, b))
+
+
+def _row_axis(candidates: list[int], extents: list[int | None]) -> int | None:
+    """The U axis of the register tile: the innermost candidate long enough for a tile
+    (the output columns of an NHWC conv: neighbouring pixels, contiguous inputs), else the
+    longest one."""
+    for i, ext in reversed(list(zip(candidates, extents))):
+        if ext and ext >= 4:
+            return i
+    return max(zip(candidates, extents), key=lambda t: t[1] or 0, default=(None, 0))[0]
 
 
 def _has_root(sch) -> bool:
