@@ -85,9 +85,12 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     dtype = _compute_dtype(spec, copts)
     if dtype != "float32":
         options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
+    int8 = _int8(model, framework, options, workdir, step)
     step("import")
-    imported = import_model(model, input_shapes=options.shape_dict(), framework=framework,
-                            workdir=workdir)
+    imported = import_model(int8.model if int8 else model, input_shapes=options.shape_dict(),
+                            framework=framework, workdir=workdir)
+    if int8:  # the gate compares the int8 artifact with the float model (int8.reference)
+        imported = dataclasses.replace(imported, source=int8.reference)
     package = {**package, **({"requested_framework_version": str(framework_version)}
                              if framework_version else {})}
     imported = dataclasses.replace(imported, source_info={**imported.source_info, **package})
@@ -95,6 +98,8 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         step("tune")
         _tune(imported, spec, options.tuning, dtype)
     samples = load_sample_inputs(Path(sample_inputs), imported.signature) if sample_inputs else None
+    if samples is None and int8 and int8.gate_inputs is not None:
+        samples = int8.gate_inputs
     stem = Path(package.get("package", model.name)).name.split(".")[0] or "model"
     output = Path(output) if output else Path(f"{stem}-{spec.name}.tar.gz")
     staging = Path(tempfile.mkdtemp(prefix="kiln-build-"))
@@ -110,10 +115,15 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         step("bundle")
         runtime = _write_bundle(staging, spec, imported.signature)
         step("verify")
-        report = accuracy_gate(staging, spec.to_dict(), imported, options, samples)
+        report = accuracy_gate(staging, spec.to_dict(), imported, options, samples,
+                               int8=int8 is not None)
+        if int8 and not sample_inputs and int8.gate_inputs is not None and "inputs" in report:
+            report = {**report, "inputs": "calibration sample 0"}
         step("pack")
         manifest = _manifest(spec, copts.to_dict(), imported, options, runtime, report,
                              compiled.pipeline, staging, dtype=dtype)
+        if int8:
+            manifest = dataclasses.replace(manifest, quantization=int8.info)
         (staging / MANIFEST_NAME).write_text(manifest.to_json())
         pack(staging, output)
     finally:
@@ -146,6 +156,16 @@ def _tune(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
     from kiln.optimize.tuning import tune_model as tune_kernels
 
     return tune_kernels(imported.mod, spec, tuning, dtype=dtype, progress=progress)
+
+
+def _int8(model: Path, framework, options: CompileOptions, workdir: Path, step):
+    """The int8 plan (kiln.quantize.flow): quantize with the calibration set, or a model that
+    is already QDQ; None for a float compile."""
+    from kiln.quantize.flow import plan_int8
+
+    if options.quantize is not None:
+        step("quantize")
+    return plan_int8(model, framework, options, workdir)
 
 
 def _compute_dtype(spec: TargetSpec, copts) -> str:

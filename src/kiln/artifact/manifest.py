@@ -30,6 +30,7 @@ class Manifest:
     runtime: dict           # {"kind", "abi_version", "library", "runner", "header", "min_glibc"}
     files: dict = field(default_factory=dict)         # {relpath: {"sha256", "size"}}
     verification: dict = field(default_factory=dict)  # the accuracy report
+    quantization: dict = field(default_factory=dict)  # int8: quantizer, calibration, accuracy
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
