@@ -114,6 +114,7 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
                           dtype=dtype)
         step("bundle")
         runtime = _write_bundle(staging, spec, imported.signature)
+        partition = _partition(spec, int8, options, workdir, staging, step)
         step("verify")
         report = accuracy_gate(staging, spec.to_dict(), imported, options, samples,
                                int8=int8 is not None)
@@ -123,7 +124,7 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         manifest = _manifest(spec, copts.to_dict(), imported, options, runtime, report,
                              compiled.pipeline, staging, dtype=dtype)
         if int8:
-            manifest = dataclasses.replace(manifest, quantization=int8.info)
+            manifest = dataclasses.replace(manifest, quantization=int8.info, partition=partition)
         (staging / MANIFEST_NAME).write_text(manifest.to_json())
         pack(staging, output)
     finally:
@@ -166,6 +167,19 @@ def _int8(model: Path, framework, options: CompileOptions, workdir: Path, step):
     if options.quantize is not None:
         step("quantize")
     return plan_int8(model, framework, options, workdir)
+
+
+def _partition(spec: TargetSpec, int8, options: CompileOptions, workdir: Path, staging: Path,
+               step) -> dict:
+    """For a board with a DPU or TIDL accelerator and ``--quantize``: the accelerator
+    segments, quantized and handed off in ``accelerator/`` (kiln.partition); else {}."""
+    from kiln.partition import ACCELERATORS, partition_model
+
+    if not int8 or not int8.samples or spec.accelerator not in ACCELERATORS:
+        return {}
+    step("partition")
+    return partition_model(spec.accelerator, spec.name, int8.reference, int8.samples,
+                           options.quantize, workdir / "partition", staging)
 
 
 def _compute_dtype(spec: TargetSpec, copts) -> str:

@@ -25,6 +25,8 @@ class Int8Plan:
     info: dict = field(default_factory=dict)
     #: inputs for the accuracy gate when none are given (the first calibration sample)
     gate_inputs: dict | None = None
+    #: the calibration samples (partitioning quantizes accelerator segments with them)
+    samples: list | None = None
 
 
 def plan_int8(model: Path, framework: str | None, options: CompileOptions,
@@ -60,7 +62,7 @@ def plan_int8(model: Path, framework: str | None, options: CompileOptions,
             "reference": "the float32 model under ONNX Runtime", "arithmetic": ARITHMETIC,
             "gate_inputs": "calibration sample 0 unless --sample-inputs",
             "onnxruntime_int8_vs_fp32": ort_int8_vs_fp32(model, q.path, samples)}
-    return Int8Plan(q.path, model, info, gate_inputs=samples[0])
+    return Int8Plan(q.path, model, info, gate_inputs=samples[0], samples=samples)
 
 
 def onnx_signature(model: Path, options: CompileOptions) -> ModelSignature:
