@@ -75,6 +75,7 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     step = progress or (lambda _name: None)
     spec, copts = resolve_target(target, platform, compiler_options)
     model, framework, package = open_model(model, framework, workdir)  # a Neo tarball: its model
+    int8 = _int8(model, framework, options, workdir, step)
     if is_tree_model(model, framework):
         from kiln.compiler_trees import compile_trees
 
@@ -85,7 +86,6 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     dtype = _compute_dtype(spec, copts)
     if dtype != "float32":
         options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
-    int8 = _int8(model, framework, options, workdir, step)
     step("import")
     imported = import_model(int8.model if int8 else model, input_shapes=options.shape_dict(),
                             framework=framework, workdir=workdir)

@@ -31,6 +31,8 @@ def _check(node, table: dict, shapes: dict, consts: dict) -> tuple[bool, str]:
     if node.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
         hw = shapes.get(node.input[0], [])[2:]
         attrs["kernel_shape"] = list(hw)
+    if node.op_type in ("Conv", "ConvTranspose") and "kernel_shape" not in attrs:
+        attrs["kernel_shape"] = list(shapes.get(node.input[1], [])[2:])  # from the weights
     for name, check in _CHECKS:
         problem = check(rules, attrs, node, consts) if name in rules or name == "*" else None
         if problem:

@@ -39,3 +39,24 @@ def no_quantizable_op():
 def calibration(n: int = 16, seed: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {"x": rng.uniform(0.0, 1.0, (n, 1, 3, SIZE, SIZE)).astype(np.float32)}
+
+
+def write_fixture(root):
+    """The small CNN as ``cnn.onnx`` and its 16-sample ``calib.npz`` under ``root``."""
+    import onnx
+
+    onnx.save(small_cnn(), root / "cnn.onnx")
+    np.savez(root / "calib.npz", **calibration())
+    return root
+
+
+def mixed_ops(seed: int = 0):
+    """Conv 3x3 -> Sigmoid -> Conv 9x9 -> Relu -> GlobalAveragePool on [1, 3, 8, 8]: DPU keeps
+    the Sigmoid on the CPU, TIDL keeps the 9x9 convolution (kernels 1/3/5/7 only)."""
+    b = _Builder(seed)
+    t = b.op("Conv", ["x", b.weight((4, 3, 3, 3)), b.weight((4,), 0.1)], pads=[1, 1, 1, 1])
+    t = b.op("Sigmoid", [t])
+    t = b.op("Conv", [t, b.weight((4, 4, 9, 9)), b.weight((4,), 0.1)], pads=[4, 4, 4, 4])
+    t = b.op("Relu", [t])
+    b.nodes.append(b.h.make_node("GlobalAveragePool", [t], ["y"], name="gap"))
+    return b.model([b.io("x", [1, 3, 8, 8])], [b.io("y", [1, 4, 1, 1])])
