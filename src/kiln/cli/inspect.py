@@ -43,6 +43,17 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
     status = (f"verified ({ver['mode']}) against {ver['reference']}" if ver.get("verified")
               else f"NOT verified: {ver.get('reason')}")
     console.print(f"accuracy {status}", highlight=False)
+    if manifest.quantization:
+        q = manifest.quantization
+        console.print(f"int8     {q.get('source')}: {q.get('activations', '')} activations, "
+                      f"{q.get('weights', '')} weights ({q.get('calibration_method', '')})",
+                      highlight=False)
+    if manifest.partition:
+        p = manifest.partition
+        console.print(f"partition {p['accelerator']} ({p['status']}): {p['nodes_offloaded']}/"
+                      f"{p['nodes']} nodes, {100 * p['mac_share']:.1f}% of MACs; on the CPU: "
+                      + ("; ".join(f"{c['node']}: {c['reason']}" for c in p["cpu_ops"])
+                         or "nothing") + f"; hand-off {p['handoff']}", highlight=False)
     io = Table("", "name", "shape", "dtype", "max abs err", "cosine")
     errs = {r["name"]: r for r in ver.get("outputs", [])}
     for kind, tensors in (("in", manifest.signature.inputs), ("out", manifest.signature.outputs)):

@@ -8,6 +8,8 @@ initializers (per output channel by default). The QDQ model is what Kiln compile
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +58,13 @@ def quantize_onnx(source: Path, samples: list[dict[str, np.ndarray]], qopts: Qua
     if qopts.method == "percentile":
         extra["CalibPercentile"] = qopts.percentile
     out = workdir / name
+    _quiet_onnxruntime()
     try:
-        quantize_static(str(prepared), str(out), _Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=qopts.per_channel, activation_type=act,
-                        weight_type=QuantType.QInt8, calibrate_method=method,
-                        nodes_to_quantize=nodes, extra_options=extra)
+        with contextlib.redirect_stdout(io.StringIO()):  # calibrators print progress
+            quantize_static(str(prepared), str(out), _Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=qopts.per_channel, activation_type=act,
+                            weight_type=QuantType.QInt8, calibrate_method=method,
+                            nodes_to_quantize=nodes, extra_options=extra)
     except KilnError:
         raise
     except Exception as exc:
@@ -104,3 +108,11 @@ def _quantized_ops(model) -> set[str]:
     deq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return {n.op_type for n in model.graph.node
             if n.op_type not in _QDQ_OPS and any(i in deq for i in n.input)}
+
+
+def _quiet_onnxruntime() -> None:
+    """ONNX Runtime's warnings (unused initializers the quantizer leaves) would break the
+    one-line error contract on stderr; keep errors only."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
