@@ -175,7 +175,8 @@ def _partition(spec: TargetSpec, int8, options: CompileOptions, workdir: Path, s
     segments, quantized and handed off in ``accelerator/`` (kiln.partition); else {}."""
     from kiln.partition import ACCELERATORS, partition_model
 
-    if not int8 or not int8.samples or spec.accelerator not in ACCELERATORS:
+    if not int8 or not int8.samples or spec.accelerator_status is None \
+            or spec.accelerator not in ACCELERATORS:
         return {}
     step("partition")
     return partition_model(spec.accelerator, spec.name, int8.reference, int8.samples,

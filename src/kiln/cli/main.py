@@ -192,7 +192,9 @@ def targets_cmd(
     table = Table("name", "arch", "cpu", "accelerator", "status", "reason", show_lines=False)
     colour = {"verified": "green", "codegen": "yellow", "unsupported": "red"}
     for r in rows:
-        table.add_row(r.name, r.arch, r.mcpu or "", r.accelerator or "",
+        accel = f"{r.accelerator} ({r.accelerator_status})" if r.accelerator_status else \
+            r.accelerator or ""
+        table.add_row(r.name, r.arch, r.mcpu or "", accel,
                       f"[{colour.get(r.status, 'white')}]{r.status}[/]", r.reason)
     out.print(table)
 
