@@ -85,6 +85,8 @@ def test_dpu_segments_have_power_of_two_scales(work):
         if len(n.input) > 2 and n.input[2]:
             assert not np.any(inits[n.input[2]]), "symmetric: zero points are 0"
     assert r["simulated_accuracy"]["outputs"][0]["cosine"] >= 0.99
+    page = (folder / "partition.html").read_text()
+    assert page.count('class="n"') == 2 + r["nodes"] and "Softmax is not in DPUCZDX8G" in page
 
 
 @requires_qemu

@@ -12,7 +12,7 @@ import numpy as np
 from kiln.errors import KilnError
 from kiln.options import QuantizeOptions
 from kiln.partition.opsets import ACCELERATORS
-from kiln.partition.readme import write_vendor_files
+from kiln.partition.readme import write_picture, write_vendor_files
 from kiln.partition.split import _shapes, assign, macs, segments
 
 FOLDER = "accelerator"
@@ -43,7 +43,9 @@ def partition_model(accelerator: str, target: str, fp32_model: Path, samples: li
     report.update({"status": STATUS, "target": target, "handoff": f"{FOLDER}/README.md",
                    "quantization": "int8 symmetric, per-tensor, power-of-two scales "
                                    "(ONNX Runtime quantize_static, scales rounded up to 2^k)"})
+    report["picture"] = f"{FOLDER}/partition.html"
     write_vendor_files(accelerator, target, report, out)
+    write_picture(report, out)
     (out / "partition.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

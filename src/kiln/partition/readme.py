@@ -76,3 +76,36 @@ def tidl_options() -> dict:
             "advanced_options:quantization_scale_type": 1,  # 1 = power-of-two scales
             "advanced_options:calibration_frames": 20,
             "advanced_options:calibration_iterations": 1}
+
+
+def write_picture(report: dict, out: Path) -> None:
+    """``partition.html``: the nodes in execution order, coloured by where they run, grouped
+    by segment, each CPU node with its reason (no JavaScript, no external files)."""
+    from html import escape
+
+    reasons = {c["node"]: c["reason"] for c in report["cpu_ops"]}
+    colour = {"accelerator": "#2e7d32", "cpu": "#ef6c00"}
+    rows = []
+    for seg in report["segments"]:
+        boxes = "".join(
+            f'<span class="n" style="background:{colour[seg["device"]]}" title="'
+            f'{escape(reasons.get(n, "runs on the " + seg["device"]))}">{escape(n)}</span>'
+            for n in seg["nodes"])
+        rows.append(f"<tr><td>{seg['index']}</td><td>{seg['device']}</td>"
+                    f"<td>{escape(', '.join(seg['inputs']))} &rarr; "
+                    f"{escape(', '.join(seg['outputs']))}</td><td>{boxes}</td></tr>")
+    cpu = "".join(f"<li><b>{escape(c['node'])}</b> ({escape(c['op'])}): {escape(c['reason'])}"
+                  "</li>" for c in report["cpu_ops"]) or "<li>nothing</li>"
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>{escape(report['target'])}: {escape(report['accelerator'])} partition</title><style>
+body{{font-family:sans-serif}} td{{padding:4px;border-bottom:1px solid #ddd;vertical-align:top}}
+.n{{display:inline-block;color:#fff;padding:2px 6px;margin:2px;border-radius:4px}}</style>
+</head><body><h1>{escape(report['target'])}: {escape(report['accelerator'])}</h1>
+<p><span class="n" style="background:{colour['accelerator']}">accelerator</span>
+<span class="n" style="background:{colour['cpu']}">CPU</span>
+{report['nodes_offloaded']}/{report['nodes']} nodes, {100 * report['mac_share']:.1f}% of
+{report['macs']:,} MACs offloaded (status {escape(report['status'])}: handed off, not run).</p>
+<table><tr><th>#</th><th>device</th><th>tensors</th><th>nodes</th></tr>{''.join(rows)}</table>
+<h2>Kept on the CPU</h2><ul>{cpu}</ul></body></html>
+"""
+    (out / "partition.html").write_text(page, encoding="utf-8")
