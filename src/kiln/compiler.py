@@ -114,7 +114,7 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
                           dtype=dtype)
         step("bundle")
         runtime = _write_bundle(staging, spec, imported.signature)
-        partition = _partition(spec, int8, options, workdir, staging, step)
+        partition = _partition(spec, int8, options, workdir, staging, step, imported)
         step("verify")
         report = accuracy_gate(staging, spec.to_dict(), imported, options, samples,
                                int8=int8 is not None)
@@ -123,8 +123,8 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         step("pack")
         manifest = _manifest(spec, copts.to_dict(), imported, options, runtime, report,
                              compiled.pipeline, staging, dtype=dtype)
-        if int8:
-            manifest = dataclasses.replace(manifest, quantization=int8.info, partition=partition)
+        manifest = dataclasses.replace(manifest, quantization=int8.info if int8 else {},
+                                       partition=partition)
         (staging / MANIFEST_NAME).write_text(manifest.to_json())
         pack(staging, output)
     finally:
@@ -170,11 +170,18 @@ def _int8(model: Path, framework, options: CompileOptions, workdir: Path, step):
 
 
 def _partition(spec: TargetSpec, int8, options: CompileOptions, workdir: Path, staging: Path,
-               step) -> dict:
+               step, imported) -> dict:
     """For a board with a DPU or TIDL accelerator and ``--quantize``: the accelerator
-    segments, quantized and handed off in ``accelerator/`` (kiln.partition); else {}."""
+    segments, quantized and handed off in ``accelerator/`` (kiln.partition); for Ethos-U, Vela's
+    model and estimate; else {}."""
     from kiln.partition import ACCELERATORS, partition_model
 
+    if spec.accelerator == "ethos_u" and spec.accelerator_status is not None:
+        from kiln.partition.vela import vela_handoff
+
+        step("partition")
+        return vela_handoff(Path(imported.source), imported.framework, spec.name,
+                            workdir / "vela", staging)
     if not int8 or not int8.samples or spec.accelerator_status is None \
             or spec.accelerator not in ACCELERATORS:
         return {}

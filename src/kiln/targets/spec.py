@@ -17,7 +17,7 @@ OSES = ("linux", "android", "windows", "darwin")
 ARCHES = ("x86_64", "x86", "aarch64", "armv7", "riscv64")
 ACCELERATORS = (
     "nvidia", "mali", "intel_graphics", "neuron", "dpu", "tidl", "npu", "cvflow", "hexagon",
-    "elastic_inference", "coreml",
+    "elastic_inference", "coreml", "ethos_u",
 )
 SIMDS = ("avx512", "avx2", "avx", "sse4.2", "neon", "sve", "rvv")
 FLOAT_ABIS = ("hard", "soft")
