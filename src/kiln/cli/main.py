@@ -115,17 +115,15 @@ def _print_int8(manifest) -> None:
         err.print(f"int8 {row['name']} vs float32 (ONNX Runtime, {sim['samples']} calibration "
                   f"samples): cosine {row['cosine']:.5f}, max abs error "
                   f"{row['max_abs_error']:.3g}{top1}", highlight=False)
+    from kiln.cli.inspect import partition_line
+
     p = manifest.partition
     if p:
-        err.print(f"{p['accelerator']} ({p['status']}, handed off in {p['handoff']}): "
-                  f"{p['nodes_offloaded']}/{p['nodes']} nodes, {100 * p['mac_share']:.1f}% of "
-                  f"MACs offloaded; kept on the CPU: "
-                  + (", ".join(f"{c['node']} ({c['reason']})" for c in p["cpu_ops"]) or "none"),
+        err.print(partition_line(p), highlight=False)
+    for row in (p or {}).get("simulated_accuracy", {}).get("outputs", []):
+        err.print(f"simulated {p['accelerator']} int8 {row['name']} vs float32: cosine "
+                  f"{row['cosine']:.5f}, max abs error {row['max_abs_error']:.3g}",
                   highlight=False)
-        for row in p["simulated_accuracy"]["outputs"]:
-            err.print(f"simulated {p['accelerator']} int8 {row['name']} vs float32: cosine "
-                      f"{row['cosine']:.5f}, max abs error {row['max_abs_error']:.3g}",
-                      highlight=False)
 
 
 @app.command("run")
