@@ -13,7 +13,7 @@ from kiln.errors import KilnError
 from kiln.options import QuantizeOptions
 from kiln.partition.opsets import ACCELERATORS
 from kiln.partition.readme import write_picture, write_vendor_files
-from kiln.partition.split import _shapes, assign, macs, segments
+from kiln.partition.split import assign, macs, segments, tensor_shapes
 
 FOLDER = "accelerator"
 STATUS = "codegen"  # handed off to the vendor SDK, not run or verified by Kiln
@@ -24,11 +24,11 @@ def partition_model(accelerator: str, target: str, fp32_model: Path, samples: li
     """The partition report (for the manifest); writes ``staging/accelerator/``."""
     import onnx
 
-    from kiln.quantize.ort_quant import _preprocess
+    from kiln.quantize.ort_quant import preprocess
 
     workdir.mkdir(parents=True, exist_ok=True)
     table = ACCELERATORS[accelerator]
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(_preprocess(fp32_model, workdir))))
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(preprocess(fp32_model, workdir))))
     assigned = assign(model, table)
     segs = segments(assigned, model.graph)
     out = staging / FOLDER
@@ -51,7 +51,7 @@ def partition_model(accelerator: str, target: str, fp32_model: Path, samples: li
 
 
 def _shares(model, assigned, table) -> dict:
-    shapes = _shapes(model)
+    shapes = tensor_shapes(model)
     consts = {t.name: t for t in model.graph.initializer}
     total = sum(macs(n, shapes, consts) for n, _, _ in assigned)
     off = sum(macs(n, shapes, consts) for n, ok, _ in assigned if ok)
@@ -136,7 +136,7 @@ def _simulate(fp32_model: Path, segs, files, samples, out: Path, limit: int = 8)
     Runtime's CPU provider (a stand-in for the integer engine), against the float model."""
     import onnxruntime as ort
 
-    from kiln.quantize.accuracy import _figures
+    from kiln.quantize.accuracy import figures
 
     def session(path):
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -152,7 +152,7 @@ def _simulate(fp32_model: Path, segs, files, samples, out: Path, limit: int = 8)
             env.update(zip(seg.outputs, sess.run(seg.outputs, {k: env[k] for k in seg.inputs})))
         got.append([env[n] for n in names])
         ref.append(ref_sess.run(None, s))
-    rows = [_figures(n, np.stack([g[i] for g in got]), np.stack([r[i] for r in ref]))
+    rows = [figures(n, np.stack([g[i] for g in got]), np.stack([r[i] for r in ref]))
             for i, n in enumerate(names)]
     return {"runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider (integer math "
                        "simulated by QDQ)", "samples": len(got), "outputs": rows}

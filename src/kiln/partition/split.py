@@ -18,7 +18,7 @@ class Segment:
 
 def assign(model, table: dict) -> list[tuple[object, bool, str]]:
     """(node, offloaded, reason) for every node of the shape-inferred float ``model``."""
-    shapes = _shapes(model)
+    shapes = tensor_shapes(model)
     consts = {t.name: t for t in model.graph.initializer}
     return [(n, *_check(n, table, shapes, consts)) for n in model.graph.node]
 
@@ -131,7 +131,7 @@ def macs(node, shapes: dict, consts: dict) -> int:
     return 0
 
 
-def _shapes(model) -> dict[str, list[int]]:
+def tensor_shapes(model) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for vi in (*model.graph.value_info, *model.graph.input, *model.graph.output):
         dims = vi.type.tensor_type.shape.dim

@@ -46,10 +46,10 @@ def ort_int8_vs_fp32(fp32_model, int8_model, samples: list[dict], limit: int = 8
     _, got = run(int8_model)
     return {"runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
             "samples": min(limit, len(samples)),
-            "outputs": [_figures(n, g, r) for n, g, r in zip(names, got, ref)]}
+            "outputs": [figures(n, g, r) for n, g, r in zip(names, got, ref)]}
 
 
-def _figures(name: str, got: np.ndarray, ref: np.ndarray) -> dict:
+def figures(name: str, got: np.ndarray, ref: np.ndarray) -> dict:
     g, r = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
     diff = np.abs(g - r)
     denom = float(np.linalg.norm(g) * np.linalg.norm(r))

@@ -50,7 +50,7 @@ def quantize_onnx(source: Path, samples: list[dict[str, np.ndarray]], qopts: Qua
         def get_next(self):
             return next(self._it, None)
 
-    prepared = _preprocess(source, workdir)
+    prepared = preprocess(source, workdir)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[qopts.method]
     act = QuantType.QInt8 if qopts.symmetric else QuantType.QUInt8
@@ -90,7 +90,7 @@ def quantize_onnx(source: Path, samples: list[dict[str, np.ndarray]], qopts: Qua
     return QuantizedModel(out, info)
 
 
-def _preprocess(source: Path, workdir: Path) -> Path:
+def preprocess(source: Path, workdir: Path) -> Path:
     """ONNX Runtime's recommended pre-pass (shape inference, BatchNorm folded into Conv), so
     that the quantized graph has one QDQ pair per real layer."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
