@@ -101,9 +101,15 @@ def _sniff(model: Path) -> str | None:
 
 
 def _is_qdq(model: Path) -> bool:
+    """Whether the ONNX file already holds QDQ nodes (read without external data or the
+    checker: the importer reports a broken file with its own message)."""
     if not model.is_file():
         return False
-    from kiln.importers.from_onnx import load_onnx
+    import onnx
+
     from kiln.quantize.ort_quant import is_qdq_model
 
-    return is_qdq_model(load_onnx(model))
+    try:
+        return is_qdq_model(onnx.load(str(model), load_external_data=False))
+    except Exception:
+        return False
