@@ -75,6 +75,7 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     step = progress or (lambda _name: None)
     spec, copts = resolve_target(target, platform, compiler_options)
     model, framework, package = open_model(model, framework, workdir)  # a Neo tarball: its model
+    int8 = _int8(model, framework, options, workdir, step)
     if is_tree_model(model, framework):
         from kiln.compiler_trees import compile_trees
 
@@ -86,8 +87,10 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     if dtype != "float32":
         options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
     step("import")
-    imported = import_model(model, input_shapes=options.shape_dict(), framework=framework,
-                            workdir=workdir)
+    imported = import_model(int8.model if int8 else model, input_shapes=options.shape_dict(),
+                            framework=framework, workdir=workdir)
+    if int8:  # the gate compares the int8 artifact with the float model (int8.reference)
+        imported = dataclasses.replace(imported, source=int8.reference)
     package = {**package, **({"requested_framework_version": str(framework_version)}
                              if framework_version else {})}
     imported = dataclasses.replace(imported, source_info={**imported.source_info, **package})
@@ -95,6 +98,8 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         step("tune")
         _tune(imported, spec, options.tuning, dtype)
     samples = load_sample_inputs(Path(sample_inputs), imported.signature) if sample_inputs else None
+    if samples is None and int8 and int8.gate_inputs is not None:
+        samples = int8.gate_inputs
     stem = Path(package.get("package", model.name)).name.split(".")[0] or "model"
     output = Path(output) if output else Path(f"{stem}-{spec.name}.tar.gz")
     staging = Path(tempfile.mkdtemp(prefix="kiln-build-"))
@@ -109,11 +114,17 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
                           dtype=dtype)
         step("bundle")
         runtime = _write_bundle(staging, spec, imported.signature)
+        partition = _partition(spec, int8, options, workdir, staging, step, imported)
         step("verify")
-        report = accuracy_gate(staging, spec.to_dict(), imported, options, samples)
+        report = accuracy_gate(staging, spec.to_dict(), imported, options, samples,
+                               int8=int8 is not None)
+        if int8 and not sample_inputs and int8.gate_inputs is not None and "inputs" in report:
+            report = {**report, "inputs": "calibration sample 0"}
         step("pack")
         manifest = _manifest(spec, copts.to_dict(), imported, options, runtime, report,
                              compiled.pipeline, staging, dtype=dtype)
+        manifest = dataclasses.replace(manifest, quantization=int8.info if int8 else {},
+                                       partition=partition)
         (staging / MANIFEST_NAME).write_text(manifest.to_json())
         pack(staging, output)
     finally:
@@ -146,6 +157,37 @@ def _tune(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
     from kiln.optimize.tuning import tune_model as tune_kernels
 
     return tune_kernels(imported.mod, spec, tuning, dtype=dtype, progress=progress)
+
+
+def _int8(model: Path, framework, options: CompileOptions, workdir: Path, step):
+    """The int8 plan (kiln.quantize.flow): quantize with the calibration set, or a model that
+    is already QDQ; None for a float compile."""
+    from kiln.quantize.flow import plan_int8
+
+    if options.quantize is not None:
+        step("quantize")
+    return plan_int8(model, framework, options, workdir)
+
+
+def _partition(spec: TargetSpec, int8, options: CompileOptions, workdir: Path, staging: Path,
+               step, imported) -> dict:
+    """For a board with a DPU or TIDL accelerator and ``--quantize``: the accelerator
+    segments, quantized and handed off in ``accelerator/`` (kiln.partition); for Ethos-U, Vela's
+    model and estimate; else {}."""
+    from kiln.partition import ACCELERATORS, partition_model
+
+    if spec.accelerator == "ethos_u" and spec.accelerator_status is not None:
+        from kiln.partition.vela import vela_handoff
+
+        step("partition")
+        return vela_handoff(Path(imported.source), imported.framework, spec.name,
+                            workdir / "vela", staging)
+    if not int8 or not int8.samples or spec.accelerator_status is None \
+            or spec.accelerator not in ACCELERATORS:
+        return {}
+    step("partition")
+    return partition_model(spec.accelerator, spec.name, int8.reference, int8.samples,
+                           options.quantize, workdir / "partition", staging)
 
 
 def _compute_dtype(spec: TargetSpec, copts) -> str:

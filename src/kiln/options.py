@@ -12,7 +12,13 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float, float]] = {
     "float32": (1e-4, 1e-3, 0.9999),
     "float64": (1e-8, 1e-6, 0.999999),
     "float16": (1e-2, 5e-2, 0.999),
+    # int8 against the fp32 model: cosine, and every element within 10% of the output's range
+    # (atol is that fraction; kiln.quantize.accuracy turns it into an absolute bound per output)
+    "int8": (0.1, 0.0, 0.99),
 }
+
+QUANTIZE_MODES = ("int8",)
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,39 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
+class QuantizeOptions:
+    """Post-training quantization (``--quantize int8 --calibration FILE.npz``).
+
+    ``per_channel`` weights (default on); ``symmetric`` activations (int8, zero point 0) or
+    asymmetric (uint8 with a zero point, the default: more accurate after ReLU); ``method`` of calibration: minmax, entropy or
+    percentile (``percentile`` keeps that share of the values, e.g. 99.999).
+    """
+
+    mode: str = "int8"
+    calibration: str = ""
+    per_channel: bool = True
+    symmetric: bool = False
+    method: str = "minmax"
+    percentile: float = 99.999
+
+    def __post_init__(self) -> None:
+        if self.mode not in QUANTIZE_MODES:
+            raise KilnError("invalid_quantize_options", f"--quantize must be one of "
+                            f"{list(QUANTIZE_MODES)}, got {self.mode!r}", hint="--quantize int8")
+        if not self.calibration:
+            raise KilnError("invalid_quantize_options", "--quantize int8 needs --calibration "
+                            "FILE.npz (representative inputs, one array per model input)",
+                            hint="numpy.savez('calib.npz', x=batch) with a leading sample axis")
+        if self.method not in CALIBRATION_METHODS:
+            raise KilnError("invalid_quantize_options", f"calibration method must be one of "
+                            f"{list(CALIBRATION_METHODS)}, got {self.method!r}",
+                            hint="--calibration-method minmax")
+        if not 50.0 < self.percentile <= 100.0:
+            raise KilnError("invalid_quantize_options", f"percentile must be in (50, 100], got "
+                            f"{self.percentile!r}", hint="e.g. 99.999")
+
+
+@dataclass(frozen=True)
 class CompileOptions:
     """Everything that decides how a model is compiled, apart from the target.
 
@@ -62,6 +101,8 @@ class CompileOptions:
         target's tuning database), for this many trials or seconds.
     use_tuning_db : bool
         Apply the target's tuning database when it exists (the default).
+    quantize : QuantizeOptions, optional
+        Quantize to int8 with a calibration set before compiling.
     """
 
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
@@ -72,6 +113,7 @@ class CompileOptions:
     tune_trials: int | None = None
     tune_time_budget: float | None = None
     use_tuning_db: bool = True
+    quantize: QuantizeOptions | None = None
 
     def __post_init__(self) -> None:
         if self.opt_level not in (0, 1, 2, 3):

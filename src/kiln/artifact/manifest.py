@@ -30,6 +30,8 @@ class Manifest:
     runtime: dict           # {"kind", "abi_version", "library", "runner", "header", "min_glibc"}
     files: dict = field(default_factory=dict)         # {relpath: {"sha256", "size"}}
     verification: dict = field(default_factory=dict)  # the accuracy report
+    quantization: dict = field(default_factory=dict)  # int8: quantizer, calibration, accuracy
+    partition: dict = field(default_factory=dict)     # accelerator segments and hand-off
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:

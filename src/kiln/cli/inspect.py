@@ -43,6 +43,13 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
     status = (f"verified ({ver['mode']}) against {ver['reference']}" if ver.get("verified")
               else f"NOT verified: {ver.get('reason')}")
     console.print(f"accuracy {status}", highlight=False)
+    if manifest.quantization:
+        q = manifest.quantization
+        console.print(f"int8     {q.get('source')}: {q.get('activations', '')} activations, "
+                      f"{q.get('weights', '')} weights ({q.get('calibration_method', '')})",
+                      highlight=False)
+    if manifest.partition:
+        console.print(f"partition {partition_line(manifest.partition)}", highlight=False)
     io = Table("", "name", "shape", "dtype", "max abs err", "cosine")
     errs = {r["name"]: r for r in ver.get("outputs", [])}
     for kind, tensors in (("in", manifest.signature.inputs), ("out", manifest.signature.outputs)):
@@ -58,3 +65,17 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
     console.print(files)
     console.print(f"runtime footprint {footprint:,} bytes (runtime libraries + C API + runner); "
                   f"model library {data['footprint']['model_bytes']:,} bytes", highlight=False)
+
+
+def partition_line(p: dict) -> str:
+    """One line on the accelerator hand-off (DPU/TIDL partition, Ethos-U Vela, or why not)."""
+    head = f"{p['accelerator']} ({p['status']})"
+    if "skipped" in p:
+        return f"{head}: not handed off: {p['skipped']}"
+    if "npu_operators" in p:
+        return (f"{head}, handed off in {p['handoff']}: {p['npu_operators']} operators on the "
+                f"NPU, {p['cpu_operators']} on the CPU; Vela estimates "
+                f"{1e3 * float(p['estimate'].get('inference_time', 0)):.3f} ms per inference")
+    cpu = ", ".join(f"{c['node']} ({c['reason']})" for c in p["cpu_ops"]) or "none"
+    return (f"{head}, handed off in {p['handoff']}: {p['nodes_offloaded']}/{p['nodes']} nodes, "
+            f"{100 * p['mac_share']:.1f}% of MACs offloaded; kept on the CPU: {cpu}")

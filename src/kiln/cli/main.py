@@ -53,6 +53,14 @@ def compile_cmd(
                                                              "recorded in the manifest")] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="allow a pickle/joblib "
                                                "model file (loading it runs its code)")] = False,
+    quantize: Annotated[Optional[str], typer.Option(help="post-training quantization: int8 "
+                                                    "(needs --calibration)")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help=".npz of representative inputs, "
+                                                        "[samples, *shape] per input")] = None,
+    calibration_method: Annotated[str, typer.Option(help="minmax, entropy or percentile")] = "minmax",
+    per_channel: Annotated[bool, typer.Option(help="int8 weights per output channel")] = True,
+    symmetric: Annotated[bool, typer.Option(help="int8 activations symmetric (int8, zero point "
+                                            "0) instead of asymmetric uint8")] = False,
 ) -> None:
     """Compile MODEL into a self-describing artifact for one target, and verify it."""
     from kiln.cli.progress import steps
@@ -62,7 +70,9 @@ def compile_cmd(
     options = CompileOptions(input_shapes=parse_input_shapes(input_shape), opt_level=opt_level,
                              verify=verify, tolerance=Tolerance(atol=atol, rtol=rtol),
                              tune_trials=tune_trials, tune_time_budget=tune_time_budget,
-                             use_tuning_db=tuning_db)
+                             use_tuning_db=tuning_db,
+                             quantize=_quantize_options(quantize, calibration, calibration_method,
+                                                        per_channel, symmetric))
     with steps(err) as progress:
         result = compile_model(model, target=target, platform=platform,
                                compiler_options=compiler_options, output=output,
@@ -81,7 +91,39 @@ def compile_cmd(
                   f"max abs error {worst:.3g}")
     else:
         err.print(f"[bold yellow]NOT VERIFIED[/]: {report.get('reason')}")
+    _print_int8(result.manifest)
     out.print(str(result.artifact), highlight=False)
+
+
+def _quantize_options(mode, calibration, method, per_channel, symmetric):
+    from kiln.options import QuantizeOptions
+
+    if mode is None and calibration is None:
+        return None
+    if mode is None:
+        raise KilnError("invalid_quantize_options", "--calibration needs --quantize int8",
+                        hint="add --quantize int8, or drop --calibration")
+    return QuantizeOptions(mode=mode, calibration=str(calibration or ""), method=method,
+                           per_channel=per_channel, symmetric=symmetric)
+
+
+def _print_int8(manifest) -> None:
+    q = manifest.quantization
+    sim = q.get("onnxruntime_int8_vs_fp32") if q else None
+    for row in (sim or {}).get("outputs", []):
+        top1 = f", top-1 agreement {row['top1_agreement']:.3f}" if "top1_agreement" in row else ""
+        err.print(f"int8 {row['name']} vs float32 (ONNX Runtime, {sim['samples']} calibration "
+                  f"samples): cosine {row['cosine']:.5f}, max abs error "
+                  f"{row['max_abs_error']:.3g}{top1}", highlight=False)
+    from kiln.cli.inspect import partition_line
+
+    p = manifest.partition
+    if p:
+        err.print(partition_line(p), highlight=False)
+    for row in (p or {}).get("simulated_accuracy", {}).get("outputs", []):
+        err.print(f"simulated {p['accelerator']} int8 {row['name']} vs float32: cosine "
+                  f"{row['cosine']:.5f}, max abs error {row['max_abs_error']:.3g}",
+                  highlight=False)
 
 
 @app.command("run")
@@ -148,7 +190,9 @@ def targets_cmd(
     table = Table("name", "arch", "cpu", "accelerator", "status", "reason", show_lines=False)
     colour = {"verified": "green", "codegen": "yellow", "unsupported": "red"}
     for r in rows:
-        table.add_row(r.name, r.arch, r.mcpu or "", r.accelerator or "",
+        accel = f"{r.accelerator} ({r.accelerator_status})" if r.accelerator_status else \
+            r.accelerator or ""
+        table.add_row(r.name, r.arch, r.mcpu or "", accel,
                       f"[{colour.get(r.status, 'white')}]{r.status}[/]", r.reason)
     out.print(table)
 

@@ -39,6 +39,13 @@ NEO_CLASS: dict[str, str] = {
     "missing_dependency": "ServerError",
     "tuning_failed": "ServerError: CompilationError",
     "invalid_tuning_database": "ClientError: OutputConfiguration",  # a CompilerOptions choice
+    "invalid_calibration": "ClientError: InputConfiguration",
+    "empty_calibration": "ClientError: InputConfiguration",
+    "calibration_not_finite": "ClientError: InputConfiguration",
+    "nothing_to_quantize": "ClientError: InputConfiguration",
+    "invalid_quantize_options": "ClientError: OutputConfiguration",
+    "quantization_failed": "ServerError: CompilationError",
+    "quantize_input_unsupported": "ClientError: InputConfiguration",
 }
 MAX_REASON = 1024
 

@@ -35,6 +35,7 @@ _OPTIONAL = {
     "num_cores": (int, 0), "accelerator": (str, None), "gpu_arch": (str, None), "simd": (str, None),
     "default_options": (dict, {}), "aliases": (list, ()),
     "trees_status": (str, None), "trees_reason": (str, None),
+    "accelerator_status": (str, None), "accelerator_reason": (str, None),
 }
 _LIST_FIELDS = ("mattr", "aliases")
 

@@ -37,6 +37,8 @@ def render() -> str:
     for spec in specs:
         name = f"`{spec.name}`" + (" *" if spec.neo else "")
         reason = spec.reason if spec.trees_reason is None else f"{spec.reason}; {spec.trees_reason}"
+        if spec.accelerator_status is not None:
+            reason += f"; accelerator {spec.accelerator_status}: {spec.accelerator_reason}"
         cells = [name, spec.arch, spec.mcpu or "–", spec.accelerator or "–", spec.status,
                  spec.tree_status, reason]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")

@@ -17,7 +17,7 @@ OSES = ("linux", "android", "windows", "darwin")
 ARCHES = ("x86_64", "x86", "aarch64", "armv7", "riscv64")
 ACCELERATORS = (
     "nvidia", "mali", "intel_graphics", "neuron", "dpu", "tidl", "npu", "cvflow", "hexagon",
-    "elastic_inference", "coreml",
+    "elastic_inference", "coreml", "ethos_u",
 )
 SIMDS = ("avx512", "avx2", "avx", "sse4.2", "neon", "sve", "rvv")
 FLOAT_ABIS = ("hard", "soft")
@@ -70,6 +70,10 @@ class TargetSpec:
     #: the neural-network ones; None = same as ``status`` / ``reason``
     trees_status: str | None = None
     trees_reason: str | None = None
+    #: status and reason of the accelerator part (DPU, TIDL): "codegen" = Kiln partitions,
+    #: quantizes and hands it off to the vendor SDK without running it; None = no such part
+    accelerator_status: str | None = None
+    accelerator_reason: str | None = None
 
     @property
     def tree_status(self) -> str:
@@ -142,6 +146,21 @@ def spec_problems(spec: TargetSpec) -> list[tuple[str, str]]:
         f"'verified' needs a CPU Kiln runs today (linux x86_64 or aarch64), not {spec.os} {spec.arch}",
     )
     problems.extend(_tree_problems(spec))
+    problems.extend(_accelerator_status_problems(spec))
+    return problems
+
+
+def _accelerator_status_problems(spec: TargetSpec) -> list[tuple[str, str]]:
+    if spec.accelerator_status is None:
+        return [("accelerator_reason", "needs an accelerator_status")] \
+            if spec.accelerator_reason is not None else []
+    problems = []
+    if spec.accelerator_status not in STATUSES:
+        problems.append(("accelerator_status", _one_of(STATUSES, spec.accelerator_status)))
+    if spec.accelerator is None:
+        problems.append(("accelerator_status", "needs an accelerator"))
+    if not (spec.accelerator_reason or "").strip():
+        problems.append(("accelerator_reason", "must say why the accelerator has its status"))
     return problems
 
 

@@ -16,11 +16,13 @@ from kiln.verify.reference import reference_name, run_reference
 
 
 def accuracy_gate(folder: Path, spec: dict, imported: ImportedModel, options: CompileOptions,
-                  sample_inputs: dict[str, np.ndarray] | None = None) -> dict:
+                  sample_inputs: dict[str, np.ndarray] | None = None, *,
+                  int8: bool = False) -> dict:
     """Return the verification report; raise ``accuracy_regression`` when it fails.
 
     When the artifact cannot run here (no emulator), the report says so and why, and the
-    compile goes on: the artifact is marked as not verified.
+    compile goes on: the artifact is marked as not verified. ``int8``: the artifact is a
+    quantized model, judged by the int8 thresholds (kiln.quantize.accuracy).
     """
     if not options.verify:
         return {"verified": False, "reason": "verification was turned off (--no-verify)"}
@@ -30,7 +32,7 @@ def accuracy_gate(folder: Path, spec: dict, imported: ImportedModel, options: Co
                                                                            options.seed)
     reference = run_reference(imported.framework, imported.source, inputs)
     result = run_folder(folder, spec, imported.signature, inputs)
-    rows = [compare(t.name, got, ref, options.tolerance)
+    rows = [_compare(t.name, got, ref, options, int8)
             for t, got, ref in zip(imported.signature.outputs, result.outputs, reference)]
     report = {"verified": True, "passed": all(r["passed"] for r in rows), "mode": result.mode,
               "reference": reference_name(imported.framework),
@@ -48,3 +50,14 @@ def accuracy_gate(folder: Path, spec: dict, imported: ImportedModel, options: Co
                         hint="loosen with --atol/--rtol if this is expected, or report the model")
     return report
 
+
+
+def _compare(name: str, got: np.ndarray, ref: np.ndarray, options: CompileOptions,
+             int8: bool) -> dict:
+    if not int8:
+        return compare(name, got, ref, options.tolerance)
+    from kiln.quantize.accuracy import int8_tolerance, top1_agreement
+
+    row = compare(name, got, ref, int8_tolerance(options.tolerance, ref))
+    top1 = top1_agreement(got, ref)
+    return {**row, "metric": "int8", **({"top1_agreement": top1} if top1 is not None else {})}

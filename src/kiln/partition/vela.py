@@ -1,0 +1,88 @@
+"""Arm Ethos-U: run Arm's Vela compiler (``ethos-u-vela``) on the int8 TFLite model and put its
+optimized model and performance estimate in the artifact's ``accelerator/`` folder."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+from kiln.errors import KilnError
+
+FOLDER = "accelerator"
+#: Vela's --accelerator-config for each Ethos-U board in the catalog
+VELA_CONFIG = {"imx93": "ethos-u65-256"}
+_FIGURES = ("accelerator_configuration", "system_config", "memory_mode", "inference_time",
+            "inferences_per_second", "cycles_total", "nn_macs", "sram_memory_used",
+            "dram_memory_used", "total_npu_encoded_weights")
+
+
+def vela_handoff(source: Path, framework: str, target: str, workdir: Path,
+                 staging: Path) -> dict:
+    """The Ethos-U report for the manifest; writes the Vela model into ``staging``."""
+    config = VELA_CONFIG.get(target, "ethos-u65-256")
+    base = {"accelerator": f"Arm {config}", "status": "codegen", "target": target}
+    if framework != "tflite":
+        return {**base, "skipped": "Vela compiles full-integer int8 TFLite models: convert the "
+                "model to int8 .tflite (TFLiteConverter with a representative dataset, or "
+                "ai-edge-torch) and compile that for this target"}
+    if find_spec("ethosu.vela") is None:
+        raise KilnError("missing_dependency", "Ethos-U targets need Arm's Vela compiler",
+                        hint="pip install 'kilnml[ethosu]' (ethos-u-vela)")
+    out = workdir / "vela"
+    out.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "ethosu.vela", str(source),
+                           "--accelerator-config", config, "--output-dir", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise KilnError("compile_failed", f"vela failed on {source.name} (exit "
+                        f"{proc.returncode})", hint="run vela on the .tflite yourself to see why",
+                        details=proc.stderr[-4000:])
+    dest = staging / FOLDER
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(next(out.glob("*_vela.tflite")), dest / "model_vela.tflite")
+    summary = next(out.glob("*_summary_*.csv"))
+    shutil.copy2(summary, dest / "vela_summary.csv")
+    with summary.open(newline="") as fh:
+        row = next(csv.DictReader(fh))
+    ops = {k: int(v) for k, v in re.findall(r"(CPU|NPU) operators = (\d+)", proc.stdout)}
+    report = {**base, "compiler": f"ethos-u-vela {_version()}", "npu_operators": ops.get("NPU"),
+              "cpu_operators": ops.get("CPU"), "estimate": {k: _num(row.get(k))
+                                                            for k in _FIGURES if k in row},
+              "files": [f"{FOLDER}/model_vela.tflite", f"{FOLDER}/vela_summary.csv",
+                        f"{FOLDER}/README.md"], "handoff": f"{FOLDER}/README.md"}
+    (dest / "README.md").write_text(_readme(report))
+    return report
+
+
+def _readme(r: dict) -> str:
+    est = r["estimate"]
+    return "\n".join([
+        f"# Hand-off for {r['target']}: {r['accelerator']}", "",
+        f"`model_vela.tflite` is the model compiled by {r['compiler']} for {r['accelerator']} "
+        f"({r['npu_operators']} operators on the NPU, {r['cpu_operators']} left to the CPU). "
+        f"Vela's estimate: {float(est.get('inference_time', 0)) * 1e3:.3f} ms per inference "
+        f"({est.get('cycles_total')} NPU cycles at its default clock); `vela_summary.csv` has "
+        "the full estimate. Kiln did not run it (status `codegen`).", "",
+        "Next: on the board (NXP i.MX 93 Linux BSP) run `model_vela.tflite` with TFLite / LiteRT "
+        "and the Ethos-U delegate (`libethosu_op_delegate.so`, NXP eIQ), or on a Cortex-M build "
+        "it into TensorFlow Lite Micro with the ethos-u-core-driver. The artifact's model.so "
+        "runs the whole model on the Cortex-A55 cores without the NPU (`kiln run`).", ""])
+
+
+def _num(value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if number.is_integer() else number
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("ethos-u-vela")

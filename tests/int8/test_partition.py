@@ -1,0 +1,110 @@
+"""Accelerator partitioning for DPUCZDX8G (kv260) and TIDL (jacinto_tda4vm): exact shares and
+reasons for known graphs, power-of-two segments, simulated accuracy, the artifact's hand-off."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import numpy as np
+import onnx
+import pytest
+from conftest import requires_qemu
+from int8_models import calibration, mixed_ops, write_fixture
+from onnx import numpy_helper
+
+from kiln.compiler import compile_model
+from kiln.options import CompileOptions, QuantizeOptions
+from kiln.partition import partition_model
+
+# MACs of small_cnn: conv 3->8 3x3 on 16x16, depthwise 3x3, pointwise 8->8, Gemm 8->10
+CNN_MACS = 8 * 16 * 16 * 27 + 8 * 16 * 16 * 9 + 8 * 16 * 16 * 8 + 10 * 8
+# MACs of mixed_ops: conv 3->4 3x3 and conv 4->4 9x9, both on 8x8
+MIXED_MACS = (4 * 64 * 27, 4 * 64 * 4 * 81)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = write_fixture(tmp_path_factory.mktemp("part"))
+    onnx.save(mixed_ops(), root / "mixed.onnx")
+    return root
+
+
+def _samples(n=8, shape=(1, 3, 16, 16)):
+    rng = np.random.default_rng(3)
+    return [{"x": rng.uniform(0, 1, shape).astype(np.float32)} for _ in range(n)]
+
+
+def _part(work, model, acc, target, shape=(1, 3, 16, 16)):
+    stage = work / f"stage-{acc}-{model}"
+    report = partition_model(acc, target, work / model, _samples(shape=shape),
+                             QuantizeOptions(calibration="-"), work / f"w-{acc}-{model}", stage)
+    return report, stage / "accelerator"
+
+
+def test_tidl_runs_the_whole_cnn(work):
+    r, folder = _part(work, "cnn.onnx", "tidl", "jacinto_tda4vm")
+    assert (r["nodes"], r["nodes_offloaded"], r["cpu_ops"]) == (11, 11, [])
+    assert r["macs"] == CNN_MACS and r["mac_share"] == 1.0 and r["status"] == "codegen"
+    assert [s["device"] for s in r["segments"]] == ["accelerator"]
+    opts = json.loads((folder / "tidl_compile_options.json").read_text())
+    assert opts["advanced_options:quantization_scale_type"] == 1  # power-of-two
+    assert opts["advanced_options:prequantized_model"] == 1
+    assert r["simulated_accuracy"]["outputs"][0]["cosine"] >= 0.99
+
+
+def test_mixed_graph_reasons_and_shares(work):
+    dpu, _ = _part(work, "mixed.onnx", "dpu", "kv260", (1, 3, 8, 8))
+    assert (dpu["nodes"], dpu["nodes_offloaded"]) == (5, 4)
+    assert dpu["macs"] == sum(MIXED_MACS) and dpu["mac_share"] == 1.0
+    assert dpu["cpu_ops"] == [{"node": "Sigmoid_2", "op": "Sigmoid",
+                               "reason": "Sigmoid is not in DPUCZDX8G's operator set"}]
+    assert [s["device"] for s in dpu["segments"]] == ["accelerator", "cpu", "accelerator"]
+    tidl, _ = _part(work, "mixed.onnx", "tidl", "am62a", (1, 3, 8, 8))
+    assert (tidl["nodes"], tidl["nodes_offloaded"]) == (5, 4)
+    assert tidl["macs_offloaded"] == MIXED_MACS[0]
+    assert tidl["mac_share"] == pytest.approx(MIXED_MACS[0] / sum(MIXED_MACS))
+    assert tidl["cpu_ops"] == [{"node": "Conv_3", "op": "Conv", "reason":
+                                "Conv: kernel_shape [9, 9] not in [1, 3, 5, 7] (TIDL (C7x/MMA))"}]
+    # the segment boundaries are the tensors that cross them
+    seg = tidl["segments"]
+    assert seg[0]["outputs"] == seg[1]["inputs"] and seg[1]["outputs"] == seg[2]["inputs"]
+
+
+def test_dpu_segments_have_power_of_two_scales(work):
+    r, folder = _part(work, "cnn.onnx", "dpu", "kv260")
+    files = [s["file"] for s in r["segments"] if s["device"] == "accelerator"]
+    assert files == ["accelerator/subgraph_0.int8.onnx"]
+    m = onnx.load(str(folder.parent / files[0]))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    qdq = [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) > 10
+    for n in qdq:
+        s = inits[n.input[1]].astype(np.float64)
+        assert np.all(np.exp2(np.round(np.log2(s))) == s), (n.name, s)
+        if len(n.input) > 2 and n.input[2]:
+            assert not np.any(inits[n.input[2]]), "symmetric: zero points are 0"
+    assert r["simulated_accuracy"]["outputs"][0]["cosine"] >= 0.99
+    page = (folder / "partition.html").read_text()
+    assert page.count('class="n"') == 2 + r["nodes"] and "Softmax is not in DPUCZDX8G" in page
+
+
+@requires_qemu
+def test_kv260_artifact(work, tmp_path):
+    opts = CompileOptions(quantize=QuantizeOptions(calibration=str(work / "calib.npz")))
+    res = compile_model(work / "cnn.onnx", target="kv260", options=opts,
+                        output=tmp_path / "kv260.tar.gz")
+    m = res.manifest
+    assert m.verification["verified"] and m.verification["passed"]  # the A53 part, in qemu
+    p = m.partition
+    assert p["accelerator"] == "DPUCZDX8G" and p["status"] == "codegen"
+    assert (p["nodes"], p["nodes_offloaded"], p["macs"]) == (11, 10, CNN_MACS)
+    assert p["cpu_ops"][0]["op"] == "Softmax"
+    assert p["simulated_accuracy"]["outputs"][0]["cosine"] >= 0.99
+    names = set(tarfile.open(res.artifact).getnames())
+    assert {"accelerator/README.md", "accelerator/partition.json",
+            "accelerator/subgraph_0.int8.onnx", "accelerator/cpu_segment_1.onnx",
+            "model.so"} <= names
+    assert "accelerator/README.md" in m.files
+    readme = tarfile.open(res.artifact).extractfile("accelerator/README.md").read().decode()
+    assert "vai_c_xir" in readme and "DPUCZDX8G/KV260/arch.json" in readme
