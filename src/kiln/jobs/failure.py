@@ -39,6 +39,7 @@ NEO_CLASS: dict[str, str] = {
     "missing_dependency": "ServerError",
     "tuning_failed": "ServerError: CompilationError",
     "invalid_tuning_database": "ClientError: OutputConfiguration",  # a CompilerOptions choice
+    "standalone_unsupported": "ClientError: InputConfiguration",  # the model, for that runtime
 }
 MAX_REASON = 1024
 

@@ -142,6 +142,7 @@ static struct {
 } g_pool = {PTHREAD_ONCE_INIT, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
             PTHREAD_COND_INITIALIZER};
 static __thread int g_in_task;
+static pthread_mutex_t g_launch_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* KILN_NUM_THREADS, TVM_NUM_THREADS or OMP_NUM_THREADS, else the CPUs this process may use. */
 static int thread_count(void) {
@@ -194,7 +195,9 @@ KILN_EXPORT int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata
   }
   pthread_once(&g_pool.once, pool_init);
   int n = num_task <= 0 || num_task > g_pool.threads ? g_pool.threads : num_task;
-  if (n == 1) {
+  if (n == 1 || pthread_mutex_trylock(&g_launch_mu) != 0) {
+    /* one thread, or another model is using the pool right now: run the tasks here, one
+     * after another (the lambdas split work by num_task, so 1 task does it all) */
     TVMParallelGroupEnv env = {NULL, 1};
     return flambda(0, &env, cdata);
   }
@@ -214,6 +217,7 @@ KILN_EXPORT int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata
   while (g_pool.pending > 0) pthread_cond_wait(&g_pool.done, &g_pool.mu);
   rc = rc != 0 || g_pool.failed ? -1 : 0;
   pthread_mutex_unlock(&g_pool.mu);
+  pthread_mutex_unlock(&g_launch_mu);
   return rc;
 }
 
@@ -554,8 +558,11 @@ KILN_EXPORT int kiln_model_set_input(kiln_model* m, int i, const void* data, siz
   return 0;
 }
 
+static void trace_call(const kernel_call* c, int i);
+
 KILN_EXPORT int kiln_model_run(kiln_model* m) {
   TVMFFIAny ret;
+  int trace = getenv("KILN_TRACE") != NULL;
   for (int i = 0; i < m->n_calls; ++i) {
     kernel_call* c = &m->calls[i];
     memset(&ret, 0, sizeof(ret));
@@ -565,9 +572,23 @@ KILN_EXPORT int kiln_model_run(kiln_model* m) {
                 g_kernel_error[0] ? g_kernel_error : "no message");
       return -1;
     }
+    if (trace) trace_call(c, i);
   }
   m->ran = 1;
   return 0;
+}
+
+/* KILN_TRACE=1: after each kernel, print its name and the sum of its last (output) argument. */
+static void trace_call(const kernel_call* c, int i) {
+  const TVMFFIAny* last = c->nargs ? &c->args[c->nargs - 1] : NULL;
+  double sum = 0;
+  if (last && last->type_index == kTVMFFIDLTensorPtr) {
+    const DLTensor* t = (const DLTensor*)last->v_ptr;
+    size_t n = nbytes_of(&t->dtype, t->ndim, t->shape) / 4;
+    if (t->dtype.code == kDLFloat && t->dtype.bits == 32)
+      for (size_t k = 0; k < n; ++k) sum += ((const float*)t->data)[k];
+  }
+  fprintf(stderr, "kiln-trace %d %s %.9g\n", i, c->symbol + 10, sum);
 }
 
 KILN_EXPORT size_t kiln_model_output_nbytes(const kiln_model* m, int i) {

@@ -34,7 +34,7 @@ class _StandaloneLinker(ZigSharedLinker):
 
     def __call__(self, output: str, objects: list[str], options=None, **_kwargs) -> None:
         zig_cc(self.arch, ["-shared", "-fPIC", "-O2", "-o", output, *objects,
-                           *list(options or []), f"-L{self.lib_dir}", "-lkiln_runtime", "-lm",
+                           *list(options or []), f"-L{self.lib_dir}", "-lkiln_runtime", "-lm", "-Wl,-s",
                            "-Wl,-rpath,$ORIGIN"], what="linking the standalone kernels")
 
 
