@@ -183,6 +183,24 @@ def _flatten(value) -> list[int]:
     return [value]
 
 
+def _check_static(body) -> None:
+    """Name the first tensor whose shape is only known at run time (a data-dependent shape)."""
+    from tvm import relax
+
+    for block in body.blocks:
+        for binding in block.bindings:
+            ty = binding.var.ty
+            if isinstance(ty, relax.TensorType) and ty.shape is not None:
+                value, what = binding.value, binding.var.name
+                if isinstance(value, relax.Call):
+                    func = next((a for a in value.args if isinstance(a, relax.ExternFunc)),
+                                value.op)
+                    name = getattr(func, "global_symbol", None) or getattr(func, "name", None) \
+                        or getattr(func, "name_hint", None)
+                    what += f" (computed by {name})" if name else ""
+                _static_shape(ty, what)
+
+
 def make_plan(mod, num_outputs: int) -> Plan:
     """The plan of ``mod['main']`` (memory-planned, see :mod:`kiln.standalone.lower`)."""
     from tvm import relax
@@ -195,6 +213,7 @@ def make_plan(mod, num_outputs: int) -> Plan:
     body = main.body
     if not isinstance(body, relax.SeqExpr):
         raise unsupported(f"a function body of type {type(body).__name__}")
+    _check_static(body)
     for block in body.blocks:
         for binding in block.bindings:
             walker.binding(binding)
