@@ -10,6 +10,7 @@ standalone runtime library (which provides the one tvm-ffi symbol they import).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,15 @@ class _StandaloneLinker(ZigSharedLinker):
         zig_cc(self.arch, ["-shared", "-fPIC", "-O2", "-o", output, *objects,
                            *list(options or []), f"-L{self.lib_dir}", "-lkiln_runtime", "-lm", "-Wl,-s",
                            "-Wl,-rpath,$ORIGIN"], what="linking the standalone kernels")
+
+
+def codegen_spec(spec: TargetSpec) -> TargetSpec:
+    """The spec the kernels are generated for: a generic 32-bit ARM target (Neo's
+    LINUX/ARM_EABIHF) gets Cortex-A7 (ARMv7-A, VFPv4, NEON, hardware divide), as the tree
+    route does; plain "generic" ARMv7-A would call libgcc's division helpers."""
+    if spec.arch == "armv7" and spec.mcpu in (None, "generic"):
+        return dataclasses.replace(spec, mcpu="cortex-a7")
+    return spec
 
 
 def _lower(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool, dtype: str):
@@ -93,7 +103,7 @@ def build_standalone(imported: ImportedModel, spec: TargetSpec, options: Compile
 
     from kiln.codegen.tvm_build import _compile_failed, _last_line
 
-    target = tvm.target.Target(spec.tvm_target())
+    target = tvm.target.Target(codegen_spec(spec).tvm_target())
     mod, pipeline = _lower_with_fallback(imported, target, spec, options, dtype)
     plan = make_plan(mod, len(imported.signature.outputs))
     kernels = tvm.IRModule({gv: f for gv, f in mod.functions.items()
