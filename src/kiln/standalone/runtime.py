@@ -18,7 +18,8 @@ from kiln.errors import KilnError
 from kiln.targets import TargetSpec
 
 NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
-_SOURCES = ("kiln_standalone_runtime.c", "kiln_run.c", "kiln_runtime.h")
+_SOURCES = ("kiln_standalone_runtime.c", "kiln_standalone_backend.c", "kiln_run.c",
+            "kiln_runtime.h")
 _CFLAGS = ["-O2", "-std=gnu11", "-Wall", "-fvisibility=hidden", "-ffunction-sections", "-Wl,-s",
            "-fdata-sections"]
 _LINK = ["-ldl", "-lpthread", "-Wl,--gc-sections", "-Wl,-s"]
@@ -63,7 +64,8 @@ def standalone_runtime(spec: TargetSpec) -> Path:
     if (folder / "kiln_run").exists():
         return folder
     common = [*_CFLAGS, *cpu_flags(spec), f"-I{ffi_include_dir()}", f"-I{NATIVE_DIR}"]
-    return build_native(folder, spec.arch, common, "kiln_standalone_runtime.c", _LINK,
+    backend = str(NATIVE_DIR / "kiln_standalone_backend.c")
+    return build_native(folder, spec.arch, common, "kiln_standalone_runtime.c", [backend, *_LINK],
                         what="building the standalone libkiln_runtime.so")
 
 
