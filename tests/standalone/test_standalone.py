@@ -186,3 +186,31 @@ def test_soft_float_arm_stays_unsupported(models):
         compile_model(models / "mlp.onnx", platform="LINUX/ARM_EABI",
                            compiler_options=STANDALONE)
     assert info.value.code == "target_not_yet_supported" and "soft-float" in info.value.message
+
+
+def test_c_program_against_the_standalone_runtime(x86, models, tmp_path):
+    """tests/native/c_api_check.c, unchanged, linked against the standalone libkiln_runtime.so."""
+    import subprocess
+    import sys
+    import tarfile
+
+    folder = tmp_path / "m"
+    with tarfile.open(x86["mlp"].artifact) as tar:
+        tar.extractall(folder, filter="data")
+    exe = tmp_path / "c_api_check"
+    check = Path(__file__).resolve().parent.parent / "native" / "c_api_check.c"
+    build = subprocess.run(
+        [sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-linux-gnu.2.27", "-std=gnu11",
+         "-Wall", "-Werror", f"-I{folder}", str(check), "-o", str(exe), f"-L{folder}",
+         "-lkiln_runtime", f"-Wl,-rpath,{folder}"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    x = _inputs(41, (1, 64))
+    x.tofile(tmp_path / "in.bin")
+    run = subprocess.run([str(exe), str(folder), str(tmp_path / "in.bin"),
+                          str(tmp_path / "out.bin")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.splitlines()[:5] == [
+        "abi 1 library model.so", "inputs 1 outputs 2", "input x float32 1 64",
+        "output logits float32 1 8 nbytes 32", "output probs float32 1 8 nbytes 32"]
+    got = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(1, 8)
+    assert np.abs(got - onnx_reference(models / "mlp.onnx", {"x": x})[0]).max() < ATOL
