@@ -131,7 +131,7 @@ def test_inspect_reports_the_standalone_footprint(x86):
     assert foot["weights_bytes"] > 0 and foot["arena_bytes"] > 0 and foot["model_bytes"] > 0
 
 
-@pytest.mark.parametrize("target", ["rasp3b", "riscv64"])
+@pytest.mark.parametrize("target", ["rasp3b", "sitara_am57x", "riscv64"])
 def test_cross_targets_default_to_standalone_and_match_onnxruntime(models, tmp_path, target):
     _needs_qemu(target)
     result = compile_model(models / "cnn.onnx", target=target,
@@ -214,3 +214,35 @@ def test_c_program_against_the_standalone_runtime(x86, models, tmp_path):
         "output logits float32 1 8 nbytes 32", "output probs float32 1 8 nbytes 32"]
     got = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(1, 8)
     assert np.abs(got - onnx_reference(models / "mlp.onnx", {"x": x})[0]).max() < ATOL
+
+
+def test_plan_keeps_every_constant_once_and_plans_one_arena(models, tmp_path):
+    """The plan's weight tensors are exactly the distinct constants of the lowered program, each
+    with its own bytes, and the arena is smaller than the activations it holds (reuse)."""
+    import tvm
+    from tvm import ir
+
+    from kiln.importers import import_model
+    from kiln.standalone.lower import _lower
+    from kiln.standalone.plan import make_plan
+    from kiln.targets import get_target
+
+    imported = import_model(models / "cnn.onnx", input_shapes=None, framework=None,
+                            workdir=tmp_path)
+    spec = get_target(X86)
+    mod, _ = _lower(imported.mod, tvm.target.Target(spec.tvm_target()), spec, 2, use_db=False,
+                    dtype="float32")
+    plan = make_plan(mod, 1)
+    consts = {a: a.value.numpy() for b in mod["main"].body.blocks for b in b.bindings
+              if hasattr(b.value, "args") for a in b.value.args
+              if isinstance(a, ir.GenericConst) and hasattr(a.value, "numpy")}
+    weights = [t for t in plan.tensors if t.kind == "w"]
+    assert len(weights) == len(consts) > 5
+    blob = bytes(plan.weights)
+    stored = sorted(blob[t.where:t.where + int(np.prod(t.shape)) * 4] for t in weights)
+    assert stored == sorted(np.ascontiguousarray(v, np.float32).tobytes() for v in consts.values())
+    assert all(t.where % 64 == 0 for t in plan.tensors if t.kind in "aw")
+    activations = sum(int(np.prod(t.shape)) * 4 for t in plan.tensors if t.kind == "a")
+    assert 0 < plan.arena_bytes < activations
+    text = plan.to_text()
+    assert text.startswith("kiln-plan 1\n") and f"calls {len(plan.calls)}\n" in text

@@ -76,22 +76,22 @@ class _Walker:
         self.mod = mod
         self.plan = Plan()
         self.values: dict = {}      # relax.Var -> tensor id | ("storage", offset) | tuple
-        self.consts: dict = {}      # id(Constant) -> tensor id
+        self.consts: dict = {}      # constant node (hashed by handle) -> tensor id
 
     def tensor(self, t: Tensor) -> int:
         self.plan.tensors.append(t)
         return len(self.plan.tensors) - 1
 
     def constant(self, const) -> int:
-        if id(const) not in self.consts:
+        if const not in self.consts:
             shape, dtype = _static_shape(const.ty, "a constant")
             arr = np.ascontiguousarray(const.value.numpy(), dtype=dtype).reshape(shape)
             offset = _round(len(self.plan.weights))
             self.plan.weights.extend(b"\0" * (offset - len(self.plan.weights)))
             self.plan.weights.extend(arr.tobytes())
-            self.consts[id(const)] = self.tensor(Tensor("w", offset, str(arr.dtype),
+            self.consts[const] = self.tensor(Tensor("w", offset, str(arr.dtype),
                                                         tuple(arr.shape)))
-        return self.consts[id(const)]
+        return self.consts[const]
 
     def value(self, expr):
         from tvm import ir, relax
