@@ -21,7 +21,7 @@ def test_targets_json_names_all_37_neo_devices_with_a_status():
         assert extra in rows
     for verified in ("rasp4b", "ml_c6g", "imx8qm", "ml_c5"):
         assert rows[verified]["status"] == "verified"
-    assert rows["rasp3b"]["status"] == "unsupported" and "armv7" in rows["rasp3b"]["reason"]
+    assert rows["rasp3b"]["status"] == "verified" and "standalone" in rows["rasp3b"]["reason"]
 
 
 def test_targets_table_lists_every_device():

@@ -82,7 +82,13 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         return compile_trees(model, spec, copts.to_dict(), options=options, output=output,
                              framework=framework, trust_pickle=trust_pickle,
                              sample_inputs=sample_inputs, progress=step)
-    check_buildable(spec)
+    standalone = copts.runtime == "standalone"
+    if standalone:
+        from kiln.standalone.runtime import check_standalone_buildable
+
+        check_standalone_buildable(spec)
+    else:
+        check_buildable(spec)
     dtype = _compute_dtype(spec, copts)
     if dtype != "float32":
         options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
@@ -105,15 +111,23 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     staging = Path(tempfile.mkdtemp(prefix="kiln-build-"))
     try:
         step("compile")
-        compiled = build_library(imported, spec, options, staging, dtype=dtype)
-        if needs_fallback(spec.to_dict()):
-            # Code for a newer x86 CPU (AVX2, AVX-512) gets a portable twin, so the artifact
-            # still runs (slower) on an older CPU instead of dying on an illegal instruction.
-            portable = dataclasses.replace(spec, mcpu=FALLBACK_MCPU, mattr=(), simd="sse4.2")
-            build_library(imported, portable, options, staging, name=FALLBACK_LIBRARY,
-                          dtype=dtype)
-        step("bundle")
-        runtime = _write_bundle(staging, spec, imported.signature)
+        if standalone:  # Kiln's own executor: no TVM runtime on the device
+            from kiln.standalone.lower import build_standalone
+            from kiln.standalone.runtime import write_standalone_bundle
+
+            compiled = build_standalone(imported, spec, options, staging, dtype=dtype)
+            step("bundle")
+            runtime = write_standalone_bundle(staging, spec, imported.signature, compiled)
+        else:
+            compiled = build_library(imported, spec, options, staging, dtype=dtype)
+            if needs_fallback(spec.to_dict()):
+                # Code for a newer x86 CPU (AVX2, AVX-512) gets a portable twin, so the artifact
+                # still runs (slower) on an older CPU instead of dying on an illegal instruction.
+                portable = dataclasses.replace(spec, mcpu=FALLBACK_MCPU, mattr=(), simd="sse4.2")
+                build_library(imported, portable, options, staging, name=FALLBACK_LIBRARY,
+                              dtype=dtype)
+            step("bundle")
+            runtime = _write_bundle(staging, spec, imported.signature)
         partition = _partition(spec, int8, options, workdir, staging, step, imported)
         step("verify")
         report = accuracy_gate(staging, spec.to_dict(), imported, options, samples,

@@ -42,6 +42,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "toolchain_failed": ErrorCode(31, 500, "the cross toolchain failed"),
     "runtime_bundle_unavailable": ErrorCode(32, 503, "the runtime libraries for the target cannot be fetched"),
     "tuning_failed": ErrorCode(33, 500, "tuning could not measure any kernel on the device"),
+    "standalone_unsupported": ErrorCode(37, 422, "the standalone executor cannot run this model "
+                                        "(dynamic shapes, control flow, packed calls)"),
     "accuracy_regression": ErrorCode(40, 422, "the compiled model disagrees with the reference"),
     "verification_failed": ErrorCode(41, 500, "the compiled artifact failed to run"),
     "invalid_quantize_options": ErrorCode(46, 400, "quantization options are missing or contradict each other"),

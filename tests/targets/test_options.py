@@ -25,7 +25,8 @@ def test_empty_inputs():
 def test_all_unknown_keys_in_one_error():
     error = _error('{"mcpus":"x","foo":1}')
     assert "'mcpus'" in error.message and "'foo'" in error.message
-    assert "valid keys: ANDROID_PLATFORM, cuda-ver, dtype, gpu-code, mattr, mcpu, trt-ver" in error.hint
+    assert "valid keys: ANDROID_PLATFORM, cuda-ver, dtype, gpu-code, mattr, mcpu, runtime, trt-ver" \
+        in error.hint
     assert "'mcpu'" in error.hint
 
 

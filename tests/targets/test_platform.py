@@ -28,9 +28,10 @@ def test_linux_arm64_lowercase_is_verified():
     assert "qemu-aarch64" in spec.reason
 
 
-def test_armhf_is_hard_float_and_unsupported():
+def test_armhf_is_hard_float_and_verified_with_the_standalone_executor():
     spec = parse_platform("LINUX/ARM_EABIHF")
-    assert (spec.arch, spec.float_abi, spec.status) == ("armv7", "hard", "unsupported")
+    assert (spec.arch, spec.float_abi, spec.status) == ("armv7", "hard", "verified")
+    assert spec.to_dict()["default_options"] == {"runtime": "standalone"}
     assert spec.triple == "armv7a-linux-gnueabihf"
     assert spec.tvm_target()["mfloat-abi"] == "hard"
     assert "armv7" in spec.reason

@@ -26,7 +26,11 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
     footprint = sum(f["size"] for n, f in manifest.files.items() if n in runtime_files)
     data["footprint"] = {"runtime_bytes": footprint,
                          "model_bytes": manifest.files.get("model.so", {}).get("size", 0),
-                         "artifact_bytes": artifact.stat().st_size if artifact.is_file() else None}
+                         "artifact_bytes": artifact.stat().st_size if artifact.is_file() else None,
+                         "runtime_kind": manifest.runtime.get("kind"),
+                         # standalone artifacts: the weights file and the planned activations
+                         "weights_bytes": manifest.files.get("params.bin", {}).get("size"),
+                         "arena_bytes": manifest.runtime.get("arena_bytes")}
     if as_json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return

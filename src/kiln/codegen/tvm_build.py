@@ -28,6 +28,11 @@ class CompiledModel:
 
 def check_buildable(spec: TargetSpec) -> None:
     """Refuse targets this release cannot build, with the reason from the catalog."""
+    if spec.arch not in TVM_RUNTIME_ARCHES and spec.os == "linux" and spec.float_abi != "soft":
+        raise KilnError("target_not_yet_supported",
+                        f"target {spec.name!r} ({spec.arch}) has no packaged TVM runtime",
+                        hint='compile with --compiler-options \'{"runtime": "standalone"}\' '
+                             "(Kiln's standalone executor, no TVM on the device)")
     if spec.status == "unsupported" or spec.arch not in TVM_RUNTIME_ARCHES or spec.os != "linux" \
             or spec.accelerator == "nvidia":
         raise KilnError("target_not_yet_supported",

@@ -46,6 +46,7 @@ NEO_CLASS: dict[str, str] = {
     "invalid_quantize_options": "ClientError: OutputConfiguration",
     "quantization_failed": "ServerError: CompilationError",
     "quantize_input_unsupported": "ClientError: InputConfiguration",
+    "standalone_unsupported": "ClientError: InputConfiguration",  # the model, for that runtime
 }
 MAX_REASON = 1024
 

@@ -109,10 +109,10 @@ def _row_to_spec(index: int, row: dict) -> TargetSpec:
     for field in _LIST_FIELDS:
         values[field] = tuple(values[field])
     options = values.pop("default_options")
-    spec = TargetSpec(default_options=(), **values)
+    spec = _with_defaults(index, TargetSpec(default_options=(), **values), options)
     for field, problem in spec_problems(spec):
         _fail(index, name, field, problem)
-    return _with_defaults(index, spec, options)
+    return spec
 
 
 def _typed(index: int, name, field: str, value, kind: type):

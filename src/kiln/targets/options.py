@@ -18,6 +18,7 @@ from kiln.targets.spec import TargetSpec
 FIELDS = {
     "mcpu": "mcpu", "mattr": "mattr", "gpu-code": "gpu_code", "cuda-ver": "cuda_ver",
     "trt-ver": "trt_ver", "dtype": "dtype", "ANDROID_PLATFORM": "android_platform",
+    "runtime": "runtime",
 }
 VALID_KEYS = tuple(sorted(FIELDS))
 #: Other accepted spellings -> the Neo key.
@@ -29,6 +30,9 @@ DTYPES = {"float": "float32", "float32": "float32", "float16": "float16", "fp16"
 #: The dtype values that select a reduced compute precision.
 COMPUTE_DTYPES = ("float16", "bfloat16")
 ANDROID_LEVELS = range(21, 36)
+#: Kiln's ``runtime`` option: TVM's runtime (relax VM, libtvm_runtime) or Kiln's standalone
+#: C executor (no TVM on the device; static shapes only). Default: the device's, else "tvm".
+RUNTIMES = ("tvm", "standalone")
 _NEO_ONLY = ("JETPACK_VERSION", "class_labels", "signature_def_key", "output_names", "num-neuroncores")
 _EXAMPLE = 'e.g. \'{"mcpu": "cortex-a72", "mattr": ["+neon"]}\''
 _NVIDIA_ONLY = ("gpu_code", "cuda_ver", "trt_ver")
@@ -45,6 +49,7 @@ class CompilerOptions:
     trt_ver: str | None = None
     dtype: str | None = None
     android_platform: int | None = None
+    runtime: str | None = None
 
     def to_dict(self) -> dict:
         """Return the options that are set, under their Neo key (``mattr`` as a list)."""
@@ -172,6 +177,12 @@ def _android_platform(key: str, value) -> int:
     return number
 
 
+def _runtime(key: str, value) -> str:
+    if not isinstance(value, str) or value.lower() not in RUNTIMES:
+        raise _bad(key, value, f"one of {', '.join(RUNTIMES)}")
+    return value.lower()
+
+
 _CHECKS = {
     "mcpu": _pattern(r"[a-z0-9_.-]+", "an LLVM CPU name of [a-z0-9_.-], e.g. cortex-a72 or skylake-avx512"),
     "mattr": _mattr,
@@ -180,4 +191,5 @@ _CHECKS = {
     "trt-ver": _pattern(r"\d+(\.\d+){1,2}", "a TensorRT version x.y.z, e.g. 8.6.2"),
     "dtype": _dtype,
     "ANDROID_PLATFORM": _android_platform,
+    "runtime": _runtime,
 }

@@ -105,12 +105,14 @@ def _build(os_value: str, arch_value: str, accel: str | None) -> TargetSpec:
     float_abi = {"ARM_EABIHF": "hard", "ARM_EABI": "soft"}.get(arch_value)
     parts = [os_value, arch_value] + ([accel] if accel else [])
     status, reason = _status(os_value, arch_value, accel)
+    standalone = (os_value, arch_value, accel) == ("LINUX", "ARM_EABIHF", None)
     return TargetSpec(
         name="_".join(parts).lower(),
         description=f"Neo TargetPlatform {'/'.join(parts)}: generic {arch} CPU ({mcpu or 'LLVM default'})",
         os=os_value.lower(), arch=arch, triple=_TRIPLE[os_value, arch_value],
         mcpu=mcpu, mattr=mattr, float_abi=float_abi, mabi=None, num_cores=0,
-        accelerator=_ACCELERATOR.get(accel), gpu_arch=None, simd=simd, default_options=(),
+        accelerator=_ACCELERATOR.get(accel), gpu_arch=None, simd=simd,
+        default_options=(("runtime", '"standalone"'),) if standalone else (),
         status=status, reason=reason, neo=False, **_trees(os_value, arch_value, accel),
     )
 
@@ -128,8 +130,9 @@ def _status(os_value: str, arch_value: str, accel: str | None) -> tuple[str, str
     reasons = []
     if os_value == "ANDROID":
         reasons.append("Android needs the NDK and an Android TVM runtime, which Kiln does not package yet")
-    elif arch_value in ("ARM_EABIHF", "ARM_EABI"):
-        reasons.append("no packaged TVM runtime for armv7; Kiln's standalone C executor (planned) will add it")
+    elif arch_value == "ARM_EABI":
+        reasons.append("no packaged TVM runtime for armv7, and Kiln's standalone executor builds "
+                       "only hard-float armv7 (no soft-float glibc sysroot to verify it under qemu)")
     if accel:
         reasons.append(_ACCELERATOR_REASON[accel])
     if reasons:
@@ -137,4 +140,8 @@ def _status(os_value: str, arch_value: str, accel: str | None) -> tuple[str, str
     if arch_value == "X86_64":
         return "verified", ("generic x86-64-v3 (AVX2) CPU code with an x86-64-v2 twin for older "
                             "CPUs; Kiln compiles it and runs it natively on x86_64")
+    if arch_value == "ARM_EABIHF":
+        return "verified", ("generic ARMv7-A hard-float CPU code (Cortex-A7 baseline, NEON) run by "
+                            "Kiln's standalone C executor (no packaged TVM runtime for armv7), "
+                            "verified under qemu-arm")
     return "verified", "generic ARMv8-A CPU code; Kiln compiles it and runs it under qemu-aarch64"

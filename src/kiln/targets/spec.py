@@ -26,6 +26,8 @@ RUNNABLE = (("linux", "x86_64"), ("linux", "aarch64"))
 #: (os, arch) pairs whose tree-ensemble code Kiln builds and runs today (no TVM runtime needed):
 #: x86_64 natively, the others under qemu-user.
 TREE_RUNNABLE = (("linux", "x86_64"), ("linux", "aarch64"), ("linux", "armv7"), ("linux", "riscv64"))
+#: (os, arch) pairs Kiln's standalone executor (no TVM runtime) builds and runs today.
+STANDALONE_RUNNABLE = TREE_RUNNABLE
 #: The fields that change the generated code; :meth:`TargetSpec.fingerprint` hashes exactly these.
 CODEGEN_FIELDS = ("os", "arch", "triple", "mcpu", "mattr", "float_abi", "mabi", "accelerator", "gpu_arch")
 
@@ -142,8 +144,11 @@ def spec_problems(spec: TargetSpec) -> list[tuple[str, str]]:
     problems.extend(_cpu_problems(spec))
     problems.extend(_accelerator_problems(spec))
     check(
-        spec.status != "verified" or (spec.os, spec.arch) in RUNNABLE, "status",
-        f"'verified' needs a CPU Kiln runs today (linux x86_64 or aarch64), not {spec.os} {spec.arch}",
+        spec.status != "verified" or (spec.os, spec.arch) in RUNNABLE or (
+            (spec.os, spec.arch) in STANDALONE_RUNNABLE and spec.float_abi != "soft"
+            and ("runtime", '"standalone"') in spec.default_options), "status",
+        f"'verified' needs a CPU Kiln runs today (linux x86_64 or aarch64; armv7 hard-float or "
+        f"riscv64 with default_options runtime = 'standalone'), not {spec.os} {spec.arch}",
     )
     problems.extend(_tree_problems(spec))
     problems.extend(_accelerator_status_problems(spec))
