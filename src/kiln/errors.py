@@ -38,8 +38,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "toolchain_failed": ErrorCode(31, 500, "the cross toolchain failed"),
     "runtime_bundle_unavailable": ErrorCode(32, 503, "the runtime libraries for the target cannot be fetched"),
     "tuning_failed": ErrorCode(33, 500, "tuning could not measure any kernel on the device"),
+    "cuda_build_incomplete": ErrorCode(34, 500, "the GPU library would carry CUDA source or code "
+                                       "for another GPU instead of a binary for the requested one"),
     "accuracy_regression": ErrorCode(40, 422, "the compiled model disagrees with the reference"),
     "verification_failed": ErrorCode(41, 500, "the compiled artifact failed to run"),
+    "device_unavailable": ErrorCode(42, 503, "no usable GPU or GPU driver for this artifact here"),
     "invalid_artifact": ErrorCode(50, 400, "the file is not a Kiln artifact"),
     "unsafe_archive": ErrorCode(51, 400, "the archive has members that would escape the destination"),
     "artifact_corrupt": ErrorCode(52, 400, "an artifact file does not match its digest"),

@@ -39,6 +39,10 @@ NEO_CLASS: dict[str, str] = {
     "missing_dependency": "ServerError",
     "tuning_failed": "ServerError: CompilationError",
     "invalid_tuning_database": "ClientError: OutputConfiguration",  # a CompilerOptions choice
+    # NVIDIA GPUs: a build that would not load on the GPU is Kiln's fault; a missing GPU when
+    # running an artifact is not raised by a compile
+    "cuda_build_incomplete": "ServerError: CompilationError",
+    "device_unavailable": "ServerError",
 }
 MAX_REASON = 1024
 

@@ -47,7 +47,7 @@ _TRIPLE = {
 }
 _ACCELERATOR = {"NVIDIA": "nvidia", "MALI": "mali", "INTEL_GRAPHICS": "intel_graphics"}
 _ACCELERATOR_REASON = {
-    "NVIDIA": "NVIDIA code generation is not built yet",
+    "NVIDIA": "NVIDIA GPU code",
     "MALI": "the Mali GPU needs OpenCL code generation, which Kiln does not drive yet",
     "INTEL_GRAPHICS": "Intel graphics needs OpenCL code generation, which Kiln does not drive yet",
 }
@@ -132,6 +132,10 @@ def _status(os_value: str, arch_value: str, accel: str | None) -> tuple[str, str
         reasons.append("no packaged TVM runtime for armv7; Kiln's standalone C executor (planned) will add it")
     if accel:
         reasons.append(_ACCELERATOR_REASON[accel])
+    if reasons == [_ACCELERATOR_REASON["NVIDIA"]]:
+        return "codegen", (f"needs --compiler-options gpu-code (sm_75 or newer); Kiln builds a "
+                           f"real cubin for it with a generic {_CPU[arch_value][0]} host side, "
+                           "but cannot run it without an NVIDIA GPU")
     if reasons:
         return "unsupported", "; ".join(reasons)
     if arch_value == "X86_64":
