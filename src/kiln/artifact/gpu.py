@@ -39,6 +39,17 @@ def driver_loadable() -> bool:
         return False
 
 
+def _major_minor(arch: str) -> tuple[int, int]:
+    digits = arch.removeprefix("sm_").rstrip("af")
+    return int(digits[:-1] or 0), int(digits[-1:] or 0)
+
+
+def cubin_runs_on(built: str, gpu: str) -> bool:
+    """CUDA's binary compatibility: a cubin for sm_XY runs on sm_XZ with Z >= Y (same major)."""
+    (bmaj, bmin), (gmaj, gmin) = _major_minor(built), _major_minor(gpu)
+    return bmaj == gmaj and gmin >= bmin
+
+
 def gpu_problem(gpu_arch: str | None, device_id: int = 0) -> str | None:
     """Why an artifact for ``gpu_arch`` cannot run on GPU ``device_id`` here, or None if it can."""
     if not driver_loadable():
@@ -49,7 +60,7 @@ def gpu_problem(gpu_arch: str | None, device_id: int = 0) -> str | None:
     if device_id >= len(gpus):
         return f"GPU {device_id} does not exist ({len(gpus)} GPU(s) here)"
     have = gpus[device_id]["arch"]
-    if gpu_arch and have != gpu_arch:
+    if gpu_arch and not cubin_runs_on(gpu_arch, have):
         return (f"GPU {device_id} here is a {gpus[device_id]['name']} ({have}), the artifact "
-                f"holds code for {gpu_arch} only")
+                f"holds code for {gpu_arch}, which runs on {gpu_arch[:-1]}x GPUs from {gpu_arch} up")
     return None
