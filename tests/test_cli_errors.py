@@ -110,7 +110,7 @@ def test_target_and_platform_together(work):
 
 
 @pytest.mark.parametrize("target, arch", [("rasp3b", "armv7"), ("riscv64", "riscv64"),
-                                          ("ml_g4dn", "nvidia")])
+                                          ("ml_p3", "nvidia")])
 def test_target_not_yet_supported(work, target, arch):
     text = assert_error(compile_(work, work / "cnn.onnx", "--target", target),
                         "target_not_yet_supported")

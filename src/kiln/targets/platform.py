@@ -116,7 +116,11 @@ def _build(os_value: str, arch_value: str, accel: str | None) -> TargetSpec:
 
 
 def _trees(os_value: str, arch_value: str, accel: str | None) -> dict:
-    """Tree ensembles (plain C, no TVM runtime) also build for 32-bit hard-float ARM Linux."""
+    """Tree ensembles (plain C, no TVM runtime) also build for 32-bit hard-float ARM Linux;
+    never for a GPU."""
+    if accel == "NVIDIA":
+        return {"trees_status": "unsupported", "trees_reason": "tree ensembles compile to CPU C "
+                "code, which Kiln does not put on NVIDIA GPUs; leave the accelerator out"}
     if (os_value, arch_value, accel) != ("LINUX", "ARM_EABIHF", None):
         return {}
     return {"trees_status": "verified", "trees_reason": "tree ensembles compile to plain C with "
