@@ -115,7 +115,8 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         runtime = _write_bundle(staging, spec, imported.signature, compiled.device)
         step("verify")
         report = _gpu_unverified(spec, options, compiled.device) or \
-            accuracy_gate(staging, spec.to_dict(), imported, options, samples)
+            accuracy_gate(staging, _host_spec(spec, compiled.device).to_dict(), imported,
+                          options, samples)
         step("pack")
         manifest = _manifest(spec, copts.to_dict(), imported, options, runtime, report,
                              compiled.pipeline, staging, dtype=dtype)
@@ -150,6 +151,10 @@ def _tune(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
           progress: Progress | None = None):
     from kiln.optimize.tuning import tune_model as tune_kernels
 
+    if spec.accelerator == "nvidia":
+        raise KilnError("target_not_yet_supported", f"tuning for {spec.name!r} would measure "
+                        "kernels on its GPU, which Kiln does not drive yet",
+                        hint="compile without tuning: the GPU kernels get DLight's schedules")
     return tune_kernels(imported.mod, spec, tuning, dtype=dtype, progress=progress)
 
 
@@ -182,6 +187,15 @@ def _gpu_unverified(spec: TargetSpec, options, device: dict | None) -> dict | No
                       f"structurally only ({device['device_code']['cubins']} cubin(s) for "
                       f"{spec.gpu_arch}, no CUDA source), outputs were NOT compared with the "
                       "reference (run scripts/gpu-check.sh on a GPU)"}
+
+
+def _host_spec(spec: TargetSpec, device: dict | None) -> TargetSpec:
+    """The CPU the artifact's host code was built for (GPU artifacts: a baseline CPU)."""
+    if device is None:
+        return spec
+    from kiln.codegen.cuda_build import host_spec
+
+    return host_spec(spec)
 
 
 def _write_bundle(staging: Path, spec: TargetSpec, signature, device: dict | None = None) -> dict:

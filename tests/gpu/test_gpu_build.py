@@ -210,3 +210,14 @@ def test_c_runtime_loads_the_cuda_bundle_and_asks_the_driver(artifacts, tmp_path
                          env={"LD_LIBRARY_PATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert res.returncode != 0
     assert "device_unavailable: CUDA device 0 is not available" in res.stderr + res.stdout
+
+
+def test_kiln_run_refuses_without_a_gpu(artifacts, tmp_path):
+    from kiln.artifact.gpu import gpu_problem
+
+    if gpu_problem("sm_90") is None:
+        pytest.skip("this machine has an sm_90 GPU")
+    np.save(tmp_path / "x.npy", np.ones((1, 16), np.float32))
+    res = run_kiln("run", str(artifacts("ml_p5")), "--input", f"x={tmp_path / 'x.npy'}",
+                   "--output", str(tmp_path / "y.npz"))
+    assert res.returncode == 42 and "error[device_unavailable]" in res.stderr, res.stderr

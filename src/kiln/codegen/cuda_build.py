@@ -7,6 +7,7 @@ source that only a Python TVM with a compiler on the device could load).
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 
@@ -47,13 +48,17 @@ def check_cuda_options(spec: TargetSpec, cuda_ver: str | None) -> None:
                         hint=f"drop cuda-ver or give {CUDA_MAJOR}.0; update the device's driver")
 
 
+def host_spec(spec: TargetSpec) -> TargetSpec:
+    """The CPU the host side is built for: x86_64 GPU artifacts use a baseline CPU (the host
+    side only launches kernels), so they run on every instance's CPU."""
+    if spec.arch != "x86_64":
+        return spec
+    return dataclasses.replace(spec, mcpu=HOST_MCPU_X86, mattr=(), simd="sse4.2")
+
+
 def cuda_target(spec: TargetSpec) -> dict:
     """The TVM target dict: CUDA for ``spec.gpu_arch`` with the CPU as host."""
-    host = spec.tvm_target()
-    if spec.arch == "x86_64":
-        host["mcpu"] = HOST_MCPU_X86
-        host.pop("mattr", None)
-    return {"kind": "cuda", "arch": spec.gpu_arch, "host": host}
+    return {"kind": "cuda", "arch": spec.gpu_arch, "host": host_spec(spec).tvm_target()}
 
 
 def build_cuda_library(imported: ImportedModel, spec: TargetSpec, options: CompileOptions,
