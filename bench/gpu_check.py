@@ -44,6 +44,7 @@ def stage(report: dict, name: str, fn, *args, **kwargs):
     except Exception as exc:  # noqa: BLE001 - every stage reports and the check goes on
         code = getattr(exc, "code", type(exc).__name__)
         report["stages"][name] = {"ok": False, "error": f"{code}: {exc}"[:2000],
+                                  "details": str(getattr(exc, "details", ""))[-3000:],
                                   "trace": traceback.format_exc()[-3000:]}
         print(f"[{name}] FAILED: {code}: {str(exc)[:300]}", file=sys.stderr, flush=True)
         return None

@@ -132,11 +132,23 @@ def test_cuda_source_fallback_fails_loudly(model, tmp_path):
     assert not out.exists()
 
 
-def test_float16_build_for_the_gpu(model, tmp_path):
+def test_float16_build_for_the_gpu(tmp_path):
+    """A 128x128 float16 matmul takes DLight's tensor-core rule (mma.h from nvidia-cuda-crt,
+    TVM's tensor intrinsics imported fast by kiln.codegen.cuda_env)."""
+    from onnx import TensorProto, helper, numpy_helper
+
     from kiln.compiler import compile_model
 
-    result = compile_model(model, target="ml_p5", compiler_options={"dtype": "float16"},
-                           output=tmp_path / "fp16.tar.gz")
+    w = np.random.default_rng(5).standard_normal((128, 128)).astype(np.float32) * 0.1
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 128, 128])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128, 128])],
+        [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "mm.onnx")
+    result = compile_model(tmp_path / "mm.onnx", target="ml_p5",
+                           compiler_options={"dtype": "float16"}, output=tmp_path / "fp16.tar.gz")
     opts = result.manifest.compile_options
     assert opts["compute_dtype"] == "float16" and "float16" in opts["pipeline"]
     assert result.manifest.runtime["device"]["device_code"]["cubin_arches"] == ["sm_90"]

@@ -67,7 +67,7 @@ def build_cuda_library(imported: ImportedModel, spec: TargetSpec, options: Compi
     import tvm
 
     from kiln.codegen.cuda_env import cuda_compile_env, enable_cuda_codegen
-    from kiln.codegen.tvm_build import CompiledModel, _compile_failed, _last_line
+    from kiln.codegen.tvm_build import CompiledModel, _last_line
 
     check_cuda_options(spec, None)
     env = enable_cuda_codegen()
@@ -85,7 +85,11 @@ def build_cuda_library(imported: ImportedModel, spec: TargetSpec, options: Compi
     except KilnError:
         raise
     except Exception as exc:
-        raise _compile_failed(spec, exc) from None
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        error = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+        raise KilnError("compile_failed", f"TVM failed to compile the model for {spec.name} "
+                        f"({spec.gpu_arch}): {error[:500]}", hint="run with KILN_DEBUG=1 for "
+                        "the full trace", details=str(exc)) from None
     library = out_dir / name
     linker = ZigSharedLinker(spec.arch, spec.triple, tvm_runtime_libs(spec.arch))
     try:

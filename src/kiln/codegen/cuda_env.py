@@ -7,7 +7,7 @@ which the C runtime cannot load. So on a host without a driver Kiln loads a stub
 (built here with zig: every entry point returns CUDA_ERROR_INVALID_VALUE; compiling never calls
 them), the CUDA runtime from the ``nvidia-cuda-runtime`` wheel, and TVM's CUDA runtime. Kernels
 are compiled by NVRTC (``cuda-bindings`` + ``nvidia-cuda-nvrtc``), whose headers come from the
-``nvidia-cuda-runtime`` / ``nvidia-cuda-cccl`` wheels laid out as a CUDA_PATH in Kiln's cache.
+``nvidia-cuda-runtime`` / ``-cccl`` / ``-crt`` wheels laid out as a CUDA_PATH in Kiln's cache.
 See /work/shared/reference/spike-cross.md section 3 for how this was found.
 """
 
@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ _DRIVER_SYMBOLS = ("cuDeviceGetName", "cuFuncSetAttribute", "cuLaunchKernelEx",
                    "cuModuleGetFunction", "cuModuleLoadData", "cuModuleUnload",
                    "cuTensorMapEncodeTiled")
 _INSTALL = "pip install 'kilnml[cuda]' (cuda-bindings, nvidia-cuda-nvrtc, nvidia-cuda-runtime, " \
-           "nvidia-cuda-cccl)"
+           "nvidia-cuda-cccl, nvidia-cuda-crt)"
 _WHEEL_PLATFORMS = {
     "x86_64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux2014_x86_64"],
     "aarch64": ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64"],
@@ -98,7 +99,8 @@ def enable_cuda_codegen() -> dict:
         from cuda.bindings import nvrtc
     except ImportError:
         nvrtc = None
-    if root is None or nvrtc is None or not (root / "include" / "cccl").is_dir():
+    if root is None or nvrtc is None or not all(
+            (root / "include" / sub).is_dir() for sub in ("cccl", "crt")):
         raise KilnError("missing_dependency", "compiling for an NVIDIA GPU needs NVRTC and the "
                         "CUDA 13 headers, which are not installed", hint=_INSTALL)
     driver = "already loaded"
@@ -111,10 +113,36 @@ def enable_cuda_codegen() -> dict:
         raise KilnError("cuda_build_incomplete", "TVM's CUDA runtime did not load, so the build "
                         "would embed CUDA source instead of a cubin",
                         hint="reinstall apache-tvm; run with KILN_DEBUG=1")
+    _import_tensor_intrinsics()
     err, major, minor = nvrtc.nvrtcVersion()
     _state.update(driver=driver, nvrtc=f"{major}.{minor}", cuda_path=str(_cuda_path(root)),
                   cudart=importlib.metadata.version("nvidia-cuda-runtime"))
     return dict(_state)
+
+
+def _import_tensor_intrinsics() -> None:
+    """Import TVM's tensor-core intrinsics (DLight's Matmul rule imports them for float16) with
+    a frame-only ``inspect.stack``: each of their hundreds of ``T.prim_func`` decorators calls
+    ``inspect.stack()``, whose source lookups scan every loaded module (98 s for this one import
+    here; 9.6 s without the lookups). They are module-level functions, so the decorators need
+    no source lines (``is_defined_in_class`` reads them only for class members)."""
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    real = inspect.stack
+
+    def frames_only(context: int = 1) -> list:
+        frame, out = sys._getframe(1), []
+        while frame is not None:
+            out.append(inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno,
+                                         frame.f_code.co_name, None, None))
+            frame = frame.f_back
+        return out
+
+    inspect.stack = frames_only
+    try:
+        importlib.import_module("tvm.s_tir.tensor_intrin")
+    finally:
+        inspect.stack = real
 
 
 def _cuda_path(root: Path) -> Path:
