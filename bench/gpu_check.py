@@ -192,7 +192,8 @@ def build(report: dict, arch: str, out: Path) -> dict[str, dict[str, str]]:
             res = stage(report, f"{name}/compile_{dtype}", compile_one, path, arch, dtype, out)
             if res is not None:
                 report.setdefault("compiles", {})[f"{name}/{dtype}"] = res
-                built.setdefault(name, {})[dtype] = res["artifact"]
+                built.setdefault(name, {})[dtype] = Path(res["artifact"]).name  # relative: the
+                # folder may be copied to an offline GPU machine
     (out / "built.json").write_text(json.dumps({"arch": arch, "artifacts": built}, indent=1))
     return built
 
@@ -220,8 +221,10 @@ def main() -> int:
         built, folder = build(report, arch, args.out), args.out
     if not args.build_only and gpu is not None:
         for name in MODELS:
+            paths = {dtype: str(folder / Path(file).name)
+                     for dtype, file in built.get(name, {}).items()}
             row = stage(report, f"{name}/check", check_model, report, name,
-                        folder / f"{name}.onnx", built.get(name, {}))
+                        folder / f"{name}.onnx", paths)
             if row is not None:
                 report["models"].append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
