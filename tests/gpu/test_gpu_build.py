@@ -233,3 +233,22 @@ def test_kiln_run_refuses_without_a_gpu(artifacts, tmp_path):
     res = run_kiln("run", str(artifacts("ml_p5")), "--input", f"x={tmp_path / 'x.npy'}",
                    "--output", str(tmp_path / "y.npz"))
     assert res.returncode == 42 and "error[device_unavailable]" in res.stderr, res.stderr
+
+
+def test_c_runtime_device_helpers_with_the_cpu_standing_in(artifacts, tmp_path):
+    """The C runtime's GPU-only code (device choice, tensor allocation, host<->device copies)
+    run against the artifact's TVM runtime, with the CPU as the device."""
+    from kiln.artifact.compat import host_arch
+    from kiln.codegen.runtime_bundle import NATIVE_DIR, ffi_include_dir
+    from kiln.codegen.toolchain import zig_cc
+
+    if host_arch() != "x86_64":
+        pytest.skip("links against the x86_64 artifact's libraries")
+    folder = artifacts("ml_p5")
+    exe = tmp_path / "device_path_check"
+    zig_cc("x86_64", ["-O1", "-std=gnu11", f"-I{ffi_include_dir()}", f"-I{NATIVE_DIR}",
+                      str(Path(__file__).parent / "device_path_check.c"), "-o", str(exe),
+                      f"-L{folder}", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-ldl",
+                      f"-Wl,-rpath,{folder}"], what="device path check")
+    res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
