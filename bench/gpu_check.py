@@ -50,10 +50,12 @@ def stage(report: dict, name: str, fn, *args, **kwargs):
         return None
 
 
-def find_gpu() -> dict:
+def find_gpu(arch: str | None) -> dict:
     from kiln.artifact.gpu import driver_loadable, host_gpus
 
     gpus = host_gpus()
+    if not gpus and arch and driver_loadable():  # Jetson: a driver, no nvidia-smi
+        return {"name": "unknown (no nvidia-smi)", "arch": arch, "driver": "unknown"}
     if not gpus or not driver_loadable():
         raise RuntimeError("no NVIDIA GPU / driver found (nvidia-smi lists none or libcuda.so.1 "
                            "does not load)")
@@ -200,7 +202,8 @@ def build(report: dict, arch: str, out: Path) -> dict[str, dict[str, str]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", help="GPU arch to build for (default: the GPU found)")
+    ap.add_argument("--arch", help="GPU arch to build for (default: the GPU found; needed on "
+                    "Jetson boards, which have no nvidia-smi)")
     ap.add_argument("--out", type=Path, default=Path("gpu-artifacts"))
     ap.add_argument("--build-only", action="store_true", help="compile, do not run (no GPU)")
     ap.add_argument("--artifacts", type=Path, help="run the artifacts --build-only made")
@@ -208,7 +211,7 @@ def main() -> int:
     args = ap.parse_args()
     report: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "host": platform.machine(), "stages": {}, "models": []}
-    gpu = None if args.build_only else stage(report, "find_gpu", find_gpu)
+    gpu = None if args.build_only else stage(report, "find_gpu", find_gpu, args.arch)
     report["gpu"] = gpu
     arch = args.arch or (gpu or {}).get("arch")
     if arch is None:

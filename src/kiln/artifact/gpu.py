@@ -54,6 +54,8 @@ def gpu_problem(gpu_arch: str | None, device_id: int = 0) -> str | None:
     """Why an artifact for ``gpu_arch`` cannot run on GPU ``device_id`` here, or None if it can."""
     if not driver_loadable():
         return "no NVIDIA driver on this machine (libcuda.so.1 cannot be loaded)"
+    if shutil.which("nvidia-smi") is None:
+        return None  # Jetson boards have a driver but no nvidia-smi: the C runtime asks CUDA
     gpus = host_gpus()
     if not gpus:
         return "no NVIDIA GPU found (nvidia-smi lists none)"
