@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def torch_session(model, threads: int):
-    """A callable feed -> [outputs as numpy], or None when torch is not installed."""
+def torch_session(model, threads: int, device: str = "cpu"):
+    """A callable feed -> [outputs as numpy], or None when torch is not installed.
+    ``device="cuda"``: weights live on the GPU, each call copies the inputs there and the
+    outputs back (as Kiln's and ONNX Runtime's GPU sessions do)."""
     try:
         import torch
         import torch.nn.functional as F  # noqa: N812
@@ -20,6 +22,8 @@ def torch_session(model, threads: int):
     torch.set_num_threads(threads)
     consts = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
               for i in model.graph.initializer}
+    # float weights on the device; integer constants (Reshape's shapes) stay host values
+    consts = {k: v.to(device) if v.is_floating_point() else v for k, v in consts.items()}
     nodes = [(n.op_type, list(n.input), list(n.output),
               {a.name: helper.get_attribute_value(a) for a in n.attribute})
              for n in model.graph.node]
@@ -50,10 +54,10 @@ def torch_session(model, threads: int):
 
     def run(feed: dict) -> list[np.ndarray]:
         env = dict(consts)
-        env.update({k: torch.from_numpy(v) for k, v in feed.items()})
+        env.update({k: torch.from_numpy(v).to(device) for k, v in feed.items()})
         with torch.inference_mode():
             for op, ins, outs, attrs in nodes:
                 env[outs[0]] = ops[op](*[env[i] for i in ins if i], **attrs)
-            return [env[o].numpy() for o in outputs]
+            return [env[o].cpu().numpy() for o in outputs]
 
     return run

@@ -109,7 +109,7 @@ def test_target_and_platform_together(work):
     assert "--target" in text and "--platform" in text
 
 
-@pytest.mark.parametrize("target, arch", [("x86_win64", "windows"), ("ml_g4dn", "nvidia")])
+@pytest.mark.parametrize("target, arch", [("x86_win64", "windows"), ("ml_p3", "nvidia")])
 def test_target_not_yet_supported(work, target, arch):
     text = assert_error(compile_(work, work / "cnn.onnx", "--target", target),
                         "target_not_yet_supported")

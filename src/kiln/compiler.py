@@ -89,6 +89,10 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         check_standalone_buildable(spec)
     else:
         check_buildable(spec)
+        if spec.accelerator == "nvidia":
+            from kiln.codegen.cuda_build import check_cuda_options
+
+            check_cuda_options(spec, copts.cuda_ver)
     dtype = _compute_dtype(spec, copts)
     if dtype != "float32":
         options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
@@ -120,18 +124,20 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
             runtime = write_standalone_bundle(staging, spec, imported.signature, compiled)
         else:
             compiled = build_library(imported, spec, options, staging, dtype=dtype)
-            if needs_fallback(spec.to_dict()):
+            if needs_fallback(spec.to_dict()) and compiled.device is None:
                 # Code for a newer x86 CPU (AVX2, AVX-512) gets a portable twin, so the artifact
                 # still runs (slower) on an older CPU instead of dying on an illegal instruction.
                 portable = dataclasses.replace(spec, mcpu=FALLBACK_MCPU, mattr=(), simd="sse4.2")
                 build_library(imported, portable, options, staging, name=FALLBACK_LIBRARY,
                               dtype=dtype)
             step("bundle")
-            runtime = _write_bundle(staging, spec, imported.signature)
+            runtime = _write_bundle(staging, spec, imported.signature, compiled.device)
         partition = _partition(spec, int8, options, workdir, staging, step, imported)
         step("verify")
-        report = accuracy_gate(staging, spec.to_dict(), imported, options, samples,
-                               int8=int8 is not None)
+        device = getattr(compiled, "device", None)
+        report = _gpu_unverified(spec, options, device) or \
+            accuracy_gate(staging, _host_spec(spec, device).to_dict(), imported, options,
+                          samples, int8=int8 is not None)
         if int8 and not sample_inputs and int8.gate_inputs is not None and "inputs" in report:
             report = {**report, "inputs": "calibration sample 0"}
         step("pack")
@@ -170,6 +176,10 @@ def _tune(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
           progress: Progress | None = None):
     from kiln.optimize.tuning import tune_model as tune_kernels
 
+    if spec.accelerator == "nvidia":
+        raise KilnError("target_not_yet_supported", f"tuning for {spec.name!r} would measure "
+                        "kernels on its GPU, which Kiln does not drive yet",
+                        hint="compile without tuning: the GPU kernels get DLight's schedules")
     return tune_kernels(imported.mod, spec, tuning, dtype=dtype, progress=progress)
 
 
@@ -219,16 +229,48 @@ def _compute_dtype(spec: TargetSpec, copts) -> str:
     return copts.dtype
 
 
-def _write_bundle(staging: Path, spec: TargetSpec, signature) -> dict:
+def _gpu_unverified(spec: TargetSpec, options, device: dict | None) -> dict | None:
+    """The report of a GPU artifact that cannot run here (None: it can, run the gate)."""
+    if device is None or not options.verify:
+        return None
+    from kiln.artifact.gpu import gpu_problem
+
+    problem = gpu_problem(spec.gpu_arch)
+    if problem is None:
+        return None
+    return {"verified": False, "skipped": True,
+            "reason": f"verification SKIPPED: {problem}; the device code was checked "
+                      f"structurally only ({device['device_code']['cubins']} cubin(s) for "
+                      f"{spec.gpu_arch}, no CUDA source), outputs were NOT compared with the "
+                      "reference (run scripts/gpu-check.sh on a GPU)"}
+
+
+def _host_spec(spec: TargetSpec, device: dict | None) -> TargetSpec:
+    """The CPU the artifact's host code was built for (GPU artifacts: a baseline CPU)."""
+    if device is None:
+        return spec
+    from kiln.codegen.cuda_build import host_spec
+
+    return host_spec(spec)
+
+
+def _write_bundle(staging: Path, spec: TargetSpec, signature, device: dict | None = None) -> dict:
     from kiln.codegen.runtime_bundle import TVM_LIBS, bundle_files
 
-    for name, path in bundle_files(spec.arch).items():
+    files = bundle_files(spec.arch)
+    if device is not None:
+        from kiln.codegen.cuda_env import cuda_bundle_files
+
+        files.update(cuda_bundle_files(spec.arch))
+    for name, path in files.items():
         shutil.copy2(path, staging / name)
-    flags = required_cpu_flags(spec.to_dict())
+    # GPU artifacts: the host side is built for a baseline CPU (kiln.codegen.cuda_build)
+    flags = required_cpu_flags(spec.to_dict()) if device is None else []
     fallback = FALLBACK_LIBRARY if (staging / FALLBACK_LIBRARY).exists() else None
     text = signature.to_text()
     text += f"requires {' '.join(flags)}\n" if flags else ""
     text += f"fallback {fallback}\n" if fallback else ""
+    text += f"device cuda {device['gpu_arch']}\n" if device else ""
     (staging / "signature.txt").write_text(text)
     binaries = [p for p in staging.iterdir() if p.suffix == ".so" or p.name == "kiln_run"]
     return {"kind": "tvm", "abi_version": 1, "library": "libkiln_runtime.so",
@@ -236,7 +278,9 @@ def _write_bundle(staging: Path, spec: TargetSpec, signature) -> dict:
             "fallback_library": fallback, "requires_cpu_flags": flags,
             "tvm_libraries": list(TVM_LIBS), "min_glibc": glibc_needed(binaries),
             "footprint_bytes": sum((staging / n).stat().st_size for n in (
-                "libkiln_runtime.so", "kiln_run", *TVM_LIBS))}
+                "libkiln_runtime.so", "kiln_run", *TVM_LIBS)),
+            **({"device": device, "cuda_libraries": sorted(set(files) - set(bundle_files(
+                spec.arch)))} if device else {})}
 
 
 def _manifest(spec, compiler_options, imported, options, runtime, report, pipeline,
@@ -254,7 +298,7 @@ def _manifest(spec, compiler_options, imported, options, runtime, report, pipeli
         tvm_ffi_version=vers["apache-tvm-ffi"],
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         target={"name": spec.name, "fingerprint": spec.fingerprint(), "spec": spec.to_dict(),
-                "tvm_target": spec.tvm_target()},
+                "tvm_target": runtime.get("device", {}).get("tvm_target") or spec.tvm_target()},
         framework=imported.framework,
         source={"file": Path(imported.source).name, "sha256": _source_digest(Path(imported.source)),
                 "opset": imported.opset, "framework_version": imported.framework_version,

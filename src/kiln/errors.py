@@ -42,10 +42,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "toolchain_failed": ErrorCode(31, 500, "the cross toolchain failed"),
     "runtime_bundle_unavailable": ErrorCode(32, 503, "the runtime libraries for the target cannot be fetched"),
     "tuning_failed": ErrorCode(33, 500, "tuning could not measure any kernel on the device"),
+    "cuda_build_incomplete": ErrorCode(34, 500, "the GPU library would carry CUDA source or code "
+                                       "for another GPU instead of a binary for the requested one"),
     "standalone_unsupported": ErrorCode(37, 422, "the standalone executor cannot run this model "
                                         "(dynamic shapes, control flow, packed calls)"),
     "accuracy_regression": ErrorCode(40, 422, "the compiled model disagrees with the reference"),
     "verification_failed": ErrorCode(41, 500, "the compiled artifact failed to run"),
+    "device_unavailable": ErrorCode(42, 503, "no usable GPU or GPU driver for this artifact here"),
     "invalid_quantize_options": ErrorCode(46, 400, "quantization options are missing or contradict each other"),
     "quantization_failed": ErrorCode(47, 500, "post-training quantization failed"),
     "quantize_input_unsupported": ErrorCode(48, 422, "this kind of model cannot be quantized by Kiln"),

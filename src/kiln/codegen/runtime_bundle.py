@@ -128,7 +128,8 @@ def native_runtime(arch: str) -> Path:
     common = ["-O2", "-std=gnu11", "-Wall", f"-I{ffi_include_dir()}", f"-I{NATIVE_DIR}",
               f"-L{libs}"]
     return build_native(folder, arch, common, "kiln_runtime.c",
-                        ["-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,-rpath,$ORIGIN"],
+                        ["-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-ldl",
+                         "-Wl,-rpath,$ORIGIN"],
                         what="building libkiln_runtime.so")
 
 

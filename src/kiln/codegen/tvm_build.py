@@ -1,4 +1,5 @@
-"""Build a Relax module for a CPU target with TVM and link it with zig.
+"""Build a Relax module for a CPU target with TVM and link it with zig (NVIDIA GPU targets:
+:mod:`kiln.codegen.cuda_build`).
 
 Every call into TVM's build API lives here, so a TVM upgrade touches one module.
 """
@@ -24,6 +25,7 @@ class CompiledModel:
     library: Path          # model.so
     tvm_target: dict       # the TVM target dict used
     pipeline: str          # name of the Relax pipeline
+    device: dict | None = None  # GPU targets: arch, CUDA version, driver, embedded device code
 
 
 def check_buildable(spec: TargetSpec) -> None:
@@ -33,8 +35,7 @@ def check_buildable(spec: TargetSpec) -> None:
                         f"target {spec.name!r} ({spec.arch}) has no packaged TVM runtime",
                         hint='compile with --compiler-options \'{"runtime": "standalone"}\' '
                              "(Kiln's standalone executor, no TVM on the device)")
-    if spec.status == "unsupported" or spec.arch not in TVM_RUNTIME_ARCHES or spec.os != "linux" \
-            or spec.accelerator == "nvidia":
+    if spec.status == "unsupported" or spec.arch not in TVM_RUNTIME_ARCHES or spec.os != "linux":
         raise KilnError("target_not_yet_supported",
                         f"target {spec.name!r} ({spec.arch}, {spec.os}"
                         f"{', ' + spec.accelerator if spec.accelerator else ''}) cannot be built "
@@ -47,6 +48,10 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
                   out_dir: Path, *, name: str = "model.so", dtype: str = "float32") -> CompiledModel:
     """Compile ``imported`` for ``spec`` into ``out_dir/name``, computing in ``dtype``."""
     check_buildable(spec)
+    if spec.accelerator == "nvidia":
+        from kiln.codegen.cuda_build import build_cuda_library
+
+        return build_cuda_library(imported, spec, options, out_dir, name=name, dtype=dtype)
     import tvm
 
     target_dict = spec.tvm_target()

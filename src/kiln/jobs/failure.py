@@ -47,6 +47,10 @@ NEO_CLASS: dict[str, str] = {
     "quantization_failed": "ServerError: CompilationError",
     "quantize_input_unsupported": "ClientError: InputConfiguration",
     "standalone_unsupported": "ClientError: InputConfiguration",  # the model, for that runtime
+    # NVIDIA GPUs: a build that would not load on the GPU is Kiln's fault; a missing GPU when
+    # running an artifact is not raised by a compile
+    "cuda_build_incomplete": "ServerError: CompilationError",
+    "device_unavailable": "ServerError",
 }
 MAX_REASON = 1024
 

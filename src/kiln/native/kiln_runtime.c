@@ -2,10 +2,13 @@
  * kiln_runtime.c -- Kiln's C API over the TVM relax VM, written against the plain C ABI of
  * tvm-ffi (tvm/ffi/c_api.h) so that it needs no C++ standard library of its own: it links
  * against libtvm_ffi.so and libtvm_runtime.so from the runtime bundle and nothing else.
+ * GPU artifacts ("device cuda sm_XX" in signature.txt) also dlopen the bundle's
+ * libcudart.so.13 and libtvm_runtime_cuda.so, and the NVIDIA driver (libcuda.so.1) of the host.
  */
 #define _GNU_SOURCE /* sched_getaffinity */
 #include "kiln_runtime.h"
 
+#include <dlfcn.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,6 +40,9 @@ struct kiln_model {
   char* requires; /* "requires" line: CPU flags the primary library may use */
   char* fallback; /* "fallback" line: a portable library for CPUs that lack them */
   char* library;  /* the library actually loaded */
+  char* device;   /* "device" line: "cuda sm_90" for GPU artifacts, NULL for CPU ones */
+  int dev_type, dev_id;                   /* where the model runs (kDLCPU or kDLCUDA) */
+  TVMFFIObjectHandle copy_from, copy_to;  /* host<->device copies, GPU only */
 };
 
 static __thread char g_error[4096];
@@ -138,6 +144,7 @@ static int read_signature(kiln_model* m, const char* dir) {
   while (fgets(line, sizeof(line), f)) {
     if (strncmp(line, "requires ", 9) == 0 && !m->requires) m->requires = dup_line(line + 9);
     if (strncmp(line, "fallback ", 9) == 0 && !m->fallback) m->fallback = dup_line(line + 9);
+    if (strncmp(line, "device ", 7) == 0 && !m->device) m->device = dup_line(line + 7);
     int is_in = strncmp(line, "input ", 6) == 0, is_out = strncmp(line, "output ", 7) == 0;
     if (!is_in && !is_out) continue;
     int* n = is_in ? &m->n_in : &m->n_out;
@@ -263,13 +270,108 @@ static int load_vm(kiln_model* m, const char* dir) {
   m->vm = ret.v_obj;
   TVMFFIObjectHandle init = module_function(m->vm, "vm_initialization");
   if (!init) return -1;
-  /* (device_type, device_id, allocator 2 = pooled) for the CPU */
-  TVMFFIAny iargs[3] = {any_int(kDLCPU), any_int(0), any_int(2)};
-  rc = call(init, iargs, 3, &ret, "vm_initialization");
+  /* (device_type, device_id, allocator 2 = pooled) per device; a GPU comes with the CPU as host */
+  TVMFFIAny iargs[6] = {any_int(m->dev_type), any_int(m->dev_id), any_int(2),
+                        any_int(kDLCPU),     any_int(0),         any_int(2)};
+  rc = call(init, iargs, m->dev_type == kDLCPU ? 3 : 6, &ret, "vm_initialization");
   TVMFFIObjectDecRef(init);
   if (rc != 0) return -1;
   m->main_fn = module_function(m->vm, "main");
   return m->main_fn ? 0 : -1;
+}
+
+/* ---- GPU artifacts ---------------------------------------------------------------------- */
+
+/* Which device to run on: `device` ("cpu", "gpu"/"cuda", or NULL = the artifact's own). */
+static int choose_device(kiln_model* m, const char* device, int device_id) {
+  int want_gpu = device ? (strcmp(device, "gpu") == 0 || strcmp(device, "cuda") == 0)
+                        : m->device != NULL;
+  if (device && !want_gpu && strcmp(device, "cpu") != 0) {
+    set_error("unknown device '%s' (use cpu or gpu)", device);
+    return -1;
+  }
+  if (want_gpu && !m->device) {
+    set_error("target_mismatch: the artifact has no GPU code; load it on the cpu");
+    return -1;
+  }
+  if (!want_gpu && m->device) {
+    set_error("target_mismatch: the artifact holds GPU code (%s); load it on the gpu", m->device);
+    return -1;
+  }
+  m->dev_type = want_gpu ? kDLCUDA : kDLCPU;
+  m->dev_id = want_gpu ? device_id : 0;
+  return 0;
+}
+
+/* The NVIDIA driver of this host, then the bundle's CUDA runtime and TVM's CUDA runtime
+ * (which registers the loader of the cubins in model.so); then: does GPU `dev_id` exist? */
+static int load_cuda(kiln_model* m, const char* dir) {
+  void* drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+  if (!drv || !dlsym(drv, "cuInit")) {
+    set_error("device_unavailable: no NVIDIA driver on this machine (libcuda.so.1: %s); the "
+              "artifact needs a GPU (%s) and driver >= 580", drv ? "no cuInit" : dlerror(),
+              m->device);
+    return -1;
+  }
+  static const char* libs[] = {"libcudart.so.13", "libtvm_runtime_cuda.so"};
+  for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); ++i) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, libs[i]);
+    if (!dlopen(path, RTLD_NOW | RTLD_GLOBAL)) {
+      set_error("device_unavailable: cannot load %s: %s", libs[i], dlerror());
+      return -1;
+    }
+  }
+  TVMFFIObjectHandle attr = get_global("runtime.GetDeviceAttr");
+  if (!attr) return -1;
+  TVMFFIAny args[3] = {any_int(kDLCUDA), any_int(m->dev_id), any_int(0 /* kExist */)}, ret;
+  int rc = call(attr, args, 3, &ret, "querying the GPU");
+  TVMFFIObjectDecRef(attr);
+  if (rc != 0 || ret.type_index != kTVMFFIInt || ret.v_int64 == 0) {
+    char why[1024];
+    snprintf(why, sizeof(why), "%s", rc ? g_error : "");
+    set_error("device_unavailable: CUDA device %d is not available (no such GPU, or a driver "
+              "older than the CUDA 13 runtime needs: >= 580)%s%s", m->dev_id, rc ? ": " : "", why);
+    return -1;
+  }
+  m->copy_from = get_global("runtime.TVMTensorCopyFromBytes");
+  m->copy_to = get_global("runtime.TVMTensorCopyToBytes");
+  return m->copy_from && m->copy_to ? 0 : -1;
+}
+
+/* An uninitialised tensor of `t`'s shape and dtype on the model's device. */
+static int alloc_device_tensor(kiln_model* m, const tensor_info* t, TVMFFIObjectHandle* out) {
+  TVMFFIObjectHandle mk = get_global("ffi.Shape");
+  TVMFFIObjectHandle alloc = get_global("runtime.TVMTensorAllocWithScope");
+  TVMFFIAny dims[KILN_MAX_NDIM], shape, args[4], ret;
+  int rc = mk && alloc ? 0 : -1;
+  for (int i = 0; i < t->ndim; ++i) dims[i] = any_int(t->shape[i]);
+  if (rc == 0) rc = call(mk, dims, t->ndim, &shape, "making a shape");
+  if (rc == 0) {
+    memset(args, 0, sizeof(args));
+    args[0] = shape;
+    args[1].type_index = kTVMFFIDataType;
+    args[1].v_dtype = t->dl;
+    args[2].type_index = kTVMFFIDevice;
+    args[2].v_device.device_type = (DLDeviceType)m->dev_type;
+    args[2].v_device.device_id = m->dev_id;
+    args[3].type_index = kTVMFFINone;
+    rc = call(alloc, args, 4, &ret, "allocating a GPU tensor");
+    TVMFFIObjectDecRef(shape.v_obj);
+    if (rc == 0) *out = ret.v_obj;
+  }
+  if (mk) TVMFFIObjectDecRef(mk);
+  if (alloc) TVMFFIObjectDecRef(alloc);
+  return rc;
+}
+
+/* runtime.TVMTensorCopy{From,To}Bytes(tensor, host pointer, nbytes): copies and synchronizes. */
+static int copy_bytes(TVMFFIObjectHandle fn, TVMFFIObjectHandle tensor, const void* data,
+                      size_t nbytes, const char* what) {
+  TVMFFIAny args[3] = {any_obj(tensor, kTVMFFITensor), any_int(0), any_int((int64_t)nbytes)}, ret;
+  args[1].type_index = kTVMFFIOpaquePtr;
+  args[1].v_ptr = (void*)data;
+  return call(fn, args, 3, &ret, what);
 }
 
 static int make_inputs(kiln_model* m) {
@@ -282,6 +384,10 @@ static int make_inputs(kiln_model* m) {
     tensor_info* t = &m->in[i];
     size_t nb = nbytes_of(&t->dl, t->ndim, t->shape);
     m->in_nbytes[i] = nb;
+    if (m->dev_type != kDLCPU) {
+      if (alloc_device_tensor(m, t, &m->in_tensor[i]) != 0) return -1;
+      continue;
+    }
     m->in_data[i] = aligned_alloc(KILN_ALIGN, (nb + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN + KILN_ALIGN);
     memset(m->in_data[i], 0, nb);
     DLTensor* dl = &m->in_managed[i].dl_tensor;
@@ -310,10 +416,16 @@ static void default_thread_count(void) {
 }
 
 int kiln_model_create(const char* dir, kiln_model** out) {
+  return kiln_model_create_on(dir, NULL, 0, out);
+}
+
+int kiln_model_create_on(const char* dir, const char* device, int device_id, kiln_model** out) {
   default_thread_count();
   kiln_model* m = (kiln_model*)calloc(1, sizeof(kiln_model));
   *out = NULL;
-  if (read_signature(m, dir) != 0 || make_inputs(m) != 0 || load_vm(m, dir) != 0) {
+  if (read_signature(m, dir) != 0 || choose_device(m, device, device_id) != 0 ||
+      (m->dev_type != kDLCPU && load_cuda(m, dir) != 0) || load_vm(m, dir) != 0 ||
+      make_inputs(m) != 0) {
     kiln_model_destroy(m);
     return -1;
   }
@@ -336,6 +448,9 @@ void kiln_model_destroy(kiln_model* m) {
   if (m->main_fn) TVMFFIObjectDecRef(m->main_fn);
   if (m->vm) TVMFFIObjectDecRef(m->vm);
   if (m->lib) TVMFFIObjectDecRef(m->lib);
+  if (m->copy_from) TVMFFIObjectDecRef(m->copy_from);
+  if (m->copy_to) TVMFFIObjectDecRef(m->copy_to);
+  free(m->device);
   for (int i = 0; m->in_data && i < m->n_in; ++i) free(m->in_data[i]);
   for (int i = 0; i < m->n_in; ++i) free(m->in[i].name);
   for (int i = 0; i < m->n_out; ++i) free(m->out[i].name);
@@ -412,6 +527,8 @@ int kiln_model_set_input(kiln_model* m, int i, const void* data, size_t nbytes) 
     set_error("input '%s' takes %zu bytes, got %zu", m->in[i].name, m->in_nbytes[i], nbytes);
     return -1;
   }
+  if (m->dev_type != kDLCPU)
+    return copy_bytes(m->copy_from, m->in_tensor[i], data, nbytes, "copying an input to the GPU");
   memcpy(m->in_data[i], data, nbytes);
   return 0;
 }
@@ -421,8 +538,10 @@ static int take_output(kiln_model* m, int i, TVMFFIAny* value) {
     set_error("output %d is not a tensor (type index %d)", i, value->type_index);
     return -1;
   }
-  if (tensor_of(value->v_obj)->device.device_type != kDLCPU) {
-    set_error("output %d is not on the CPU", i);
+  int on = tensor_of(value->v_obj)->device.device_type;
+  if (on != kDLCPU && on != m->dev_type) {
+    set_error("output %d is on device type %d, the model runs on %d", i, on, m->dev_type);
+    TVMFFIObjectDecRef(value->v_obj);
     return -1;
   }
   m->out_tensor[i] = value->v_obj;
@@ -493,6 +612,8 @@ int kiln_model_get_output(kiln_model* m, int i, void* data, size_t nbytes) {
       }
     }
   }
+  if (t->device.device_type != kDLCPU)
+    return copy_bytes(m->copy_to, m->out_tensor[i], data, need, "copying an output from the GPU");
   memcpy(data, (char*)t->data + t->byte_offset, need);
   return 0;
 }

@@ -29,6 +29,12 @@ typedef struct kiln_model kiln_model;
 /* Load the artifact unpacked in `dir`. Sets TVM_NUM_THREADS to the CPUs this process may use
  * unless TVM_NUM_THREADS or OMP_NUM_THREADS is already set. */
 int kiln_model_create(const char* dir, kiln_model** out);
+/* Load it on `device`: "cpu", "gpu" (NVIDIA, CUDA device `device_id`), or NULL for the device
+ * the artifact was built for (signature.txt "device cuda sm_XX" = the GPU). Inputs and outputs
+ * stay host memory: set_input / get_output copy them to and from the GPU. Failure messages
+ * start with "device_unavailable: " when this host has no usable GPU or NVIDIA driver, and
+ * with "target_mismatch: " when the artifact has no code for the requested device. */
+int kiln_model_create_on(const char* dir, const char* device, int device_id, kiln_model** out);
 void kiln_model_destroy(kiln_model* model);
 
 int kiln_model_num_inputs(const kiln_model* model);

@@ -19,7 +19,8 @@ from kiln.signature import conform_inputs
 
 _c_int64_p = ctypes.POINTER(ctypes.c_int64)
 _SIGNATURES = {
-    "kiln_model_create": ([ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int),
+    "kiln_model_create_on": ([ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
+                              ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int),
     "kiln_model_destroy": ([ctypes.c_void_p], None),
     "kiln_model_set_input": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t],
                              ctypes.c_int),
@@ -40,6 +41,20 @@ def _bind(lib: ctypes.CDLL) -> None:
         fn.argtypes, fn.restype = args, res
 
 
+_GPU_HINT = "run it on a machine with the NVIDIA GPU it was built for and driver >= 580 " \
+    "(nvidia-smi shows both), or compile for this machine's CPU"
+
+
+def _check_gpu(device: dict, dev_id: int) -> None:
+    """Refuse a GPU artifact here before loading anything when no suitable GPU is present."""
+    from kiln.artifact.gpu import gpu_problem
+
+    problem = gpu_problem(device.get("gpu_arch"), dev_id)
+    if problem:
+        raise KilnError("device_unavailable", f"cannot load the {device.get('gpu_arch')} "
+                        f"artifact here: {problem}", hint=_GPU_HINT)
+
+
 def _destroy(lib: ctypes.CDLL, handle: ctypes.c_void_p, tmp: str | None) -> None:
     if handle:
         lib.kiln_model_destroy(handle)
@@ -56,7 +71,11 @@ class Model:
         An artifact ``.tar.gz`` or the folder it was unpacked into.
     dev_type : {"cpu", "gpu"}
         Where to run. Artifacts for another arch or accelerator are refused
-        (``target_mismatch``).
+        (``target_mismatch``); a GPU artifact on a machine without a suitable NVIDIA GPU or
+        driver is refused with ``device_unavailable``. Inputs and outputs are numpy arrays
+        in host memory either way (the C API copies them to and from the GPU).
+    dev_id : int
+        Which GPU (CUDA device index).
     """
 
     def __init__(self, path: str | Path, dev_type: str = "cpu", dev_id: int = 0) -> None:
@@ -66,25 +85,30 @@ class Model:
                             hint="give the .tar.gz written by `kiln compile`")
         tmp = tempfile.mkdtemp(prefix="kiln-model-") if path.is_file() else None
         try:
-            self._open(unpack(path, Path(tmp)) if tmp else path, dev_type)
+            self._open(unpack(path, Path(tmp)) if tmp else path, dev_type, dev_id)
         except BaseException:
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._finalizer = weakref.finalize(self, _destroy, self._lib, self._handle, tmp)
 
-    def _open(self, path: Path, dev_type: str) -> None:
+    def _open(self, path: Path, dev_type: str, dev_id: int = 0) -> None:
         self._dir = path
         self.manifest = read_manifest(path)
         check_digests(path, self.manifest.files, exclude=(MANIFEST_NAME,))
+        gpu = self.manifest.runtime.get("device")
+        # a GPU artifact's host side is built for a baseline CPU: no CPU flags to check
         check_native(self.manifest.target["spec"], device=dev_type,
                      accelerator=self.manifest.accelerator,
-                     fallback=bool(self.manifest.runtime.get("fallback_library")))
+                     fallback=bool(self.manifest.runtime.get("fallback_library") or gpu))
+        if gpu:
+            _check_gpu(gpu, dev_id)
         self._lib = ctypes.CDLL(str(path.resolve() / self.manifest.runtime["library"]))
         _bind(self._lib)
         self._handle = ctypes.c_void_p()
-        self._check(self._lib.kiln_model_create(str(path.resolve()).encode(),
-                                                ctypes.byref(self._handle)), "loading the model")
+        self._check(self._lib.kiln_model_create_on(str(path.resolve()).encode(), dev_type.encode(),
+                                                   dev_id, ctypes.byref(self._handle)),
+                    "loading the model")
         #: the model library in use: "model.so", or the portable fallback on an older CPU
         self.library = self._lib.kiln_model_library(self._handle).decode()
         self._inputs = self.manifest.signature.inputs
@@ -93,6 +117,9 @@ class Model:
     def _check(self, rc: int, what: str) -> None:
         if rc != 0:
             msg = (self._lib.kiln_last_error() or b"").decode(errors="replace")
+            code, _, rest = msg.partition(": ")
+            if code in ("device_unavailable", "target_mismatch"):
+                raise KilnError(code, f"{what}: {rest}", hint=_GPU_HINT)
             raise KilnError("run_failed", f"{what}: {msg}", hint="check the inputs; report the "
                             "artifact if this persists")
 
@@ -163,6 +190,7 @@ class Model:
         self._finalizer()
 
 
-def load(path: str | Path, device: str = "cpu") -> Model:
-    """Load an artifact (``.tar.gz`` or unpacked folder) for this machine."""
-    return Model(path, dev_type=device)
+def load(path: str | Path, device: str = "cpu", device_id: int = 0) -> Model:
+    """Load an artifact (``.tar.gz`` or unpacked folder) for this machine; ``device="gpu"``
+    runs an NVIDIA artifact on CUDA device ``device_id``."""
+    return Model(path, dev_type=device, dev_id=device_id)

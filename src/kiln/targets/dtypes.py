@@ -27,6 +27,8 @@ FLOAT16_MATTRS = frozenset({"+fullfp16", "+avx512fp16"})
 def native_dtypes(spec: TargetSpec) -> tuple[str, ...]:
     """The compute dtypes ``spec``'s CPU has arithmetic for."""
     out = ["float32"]
+    if spec.accelerator == "nvidia":  # every GPU CUDA 13 builds for (sm_75+) has fp16 tensor cores
+        return ("float32", "float16")
     if spec.accelerator is None and (spec.mcpu in FLOAT16_MCPUS or FLOAT16_MATTRS & set(spec.mattr)):
         out.append("float16")
     return tuple(out)

@@ -47,7 +47,7 @@ _TRIPLE = {
 }
 _ACCELERATOR = {"NVIDIA": "nvidia", "MALI": "mali", "INTEL_GRAPHICS": "intel_graphics"}
 _ACCELERATOR_REASON = {
-    "NVIDIA": "NVIDIA code generation is not built yet",
+    "NVIDIA": "NVIDIA GPU code",
     "MALI": "the Mali GPU needs OpenCL code generation, which Kiln does not drive yet",
     "INTEL_GRAPHICS": "Intel graphics needs OpenCL code generation, which Kiln does not drive yet",
 }
@@ -118,7 +118,11 @@ def _build(os_value: str, arch_value: str, accel: str | None) -> TargetSpec:
 
 
 def _trees(os_value: str, arch_value: str, accel: str | None) -> dict:
-    """Tree ensembles (plain C, no TVM runtime) also build for 32-bit hard-float ARM Linux."""
+    """Tree ensembles (plain C, no TVM runtime) also build for 32-bit hard-float ARM Linux;
+    never for a GPU."""
+    if accel == "NVIDIA":
+        return {"trees_status": "unsupported", "trees_reason": "tree ensembles compile to CPU C "
+                "code, which Kiln does not put on NVIDIA GPUs; leave the accelerator out"}
     if (os_value, arch_value, accel) != ("LINUX", "ARM_EABIHF", None):
         return {}
     return {"trees_status": "verified", "trees_reason": "tree ensembles compile to plain C with "
@@ -135,6 +139,10 @@ def _status(os_value: str, arch_value: str, accel: str | None) -> tuple[str, str
                        "only hard-float armv7 (no soft-float glibc sysroot to verify it under qemu)")
     if accel:
         reasons.append(_ACCELERATOR_REASON[accel])
+    if reasons == [_ACCELERATOR_REASON["NVIDIA"]]:
+        return "codegen", (f"needs --compiler-options gpu-code (sm_75 or newer); Kiln builds a "
+                           f"real cubin for it with a generic {_CPU[arch_value][0]} host side, "
+                           "but cannot run it without an NVIDIA GPU")
     if reasons:
         return "unsupported", "; ".join(reasons)
     if arch_value == "X86_64":

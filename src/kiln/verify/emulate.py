@@ -88,6 +88,10 @@ def run_folder(folder: Path, spec: dict, signature: ModelSignature,
                             hint="is the model very large for an emulator?") from None
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            if "device_unavailable: " in last:  # a GPU artifact on a host without that GPU
+                raise KilnError("device_unavailable", last.split("device_unavailable: ", 1)[1],
+                                hint="run it on a machine with the NVIDIA GPU it was built for "
+                                     "and driver >= 580", details=proc.stderr)
             raise KilnError("run_failed", f"the artifact failed to run "
                             f"({'natively' if not prefix else ' '.join(prefix[:1])}): {last[:500]}",
                             hint="a signal usually means the CPU lacks an instruction the "
