@@ -304,6 +304,17 @@ fail:
   return -1;
 }
 
+/* CPU-only runtime: "cpu" or NULL (the device the artifact was built for). */
+KILN_EXPORT int kiln_model_create_on(const char* dir, const char* device, int device_id, kiln_model** out) {
+  (void)device_id;
+  if (device && strcmp(device, "cpu") != 0) {
+    *out = NULL;
+    set_error("target_mismatch: this artifact runs on the CPU only, not on '%s'", device);
+    return -1;
+  }
+  return kiln_model_create(dir, out);
+}
+
 KILN_EXPORT void kiln_model_destroy(kiln_model* m) {
   if (!m) return;
   for (int i = 0; i < m->n_in; ++i) free(m->in_data ? m->in_data[i] : NULL), free(m->in[i].name);

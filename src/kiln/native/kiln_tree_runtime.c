@@ -163,6 +163,17 @@ int kiln_model_create(const char* dir, kiln_model** out) {
   return 0;
 }
 
+/* CPU-only runtime: "cpu" or NULL (the device the artifact was built for). */
+int kiln_model_create_on(const char* dir, const char* device, int device_id, kiln_model** out) {
+  (void)device_id;
+  if (device && strcmp(device, "cpu") != 0) {
+    *out = NULL;
+    set_error("target_mismatch: this artifact runs on the CPU only, not on '%s'", device);
+    return -1;
+  }
+  return kiln_model_create(dir, out);
+}
+
 void kiln_model_destroy(kiln_model* m) {
   if (!m) return;
   if (m->lib) dlclose(m->lib);
