@@ -62,7 +62,7 @@ CASES = {
 }
 
 
-def _scheduled_funcs(onnx_model, simd="avx2", as_text=True):
+def _scheduled_funcs(onnx_model, simd="avx2", as_text=True, nhwc=False):
     """The PrimFuncs after Kiln's CPU pipeline, as TVMScript text by name."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -73,7 +73,12 @@ def _scheduled_funcs(onnx_model, simd="avx2", as_text=True):
     target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
     mod = from_onnx(onnx_model, keep_params_in_input=False)
     with target:
-        mod = tvm.transform.Sequential([*cpu.legalize_passes(target)])(mod)
+        if nhwc:  # Kiln's own pre-schedule passes: NHWC convs, as every opt-level-2 compile
+            from kiln.optimize.pipeline import pre_schedule_passes
+
+            mod = tvm.transform.Sequential(pre_schedule_passes(target, opt_level=2))(mod)
+        else:
+            mod = tvm.transform.Sequential([*cpu.legalize_passes(target)])(mod)
         mod = schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd)))(mod)
     return {gv.name_hint: f.script() if as_text else f for gv, f in mod.functions_items()
             if isinstance(f, tvm.tirx.PrimFunc)}
@@ -118,6 +123,16 @@ def test_tiles_and_zero_pads_need_no_workspace_allocation():
     mod = tvm.IRModule({"main": conv.with_attr("global_symbol", "main")})
     asm = tvm.tirx.build(mod, tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}))
     assert "TVMBackendAllocWorkspace" not in asm.inspect_source("asm")
+
+
+def test_depthwise_conv_reads_its_input_through_the_inlined_pad():
+    funcs = _scheduled_funcs(CASES["depthwise_odd_width"](), nhwc=True)
+    conv = next(t for n, t in funcs.items() if "conv2d" in n)
+    assert "pad_temp" not in conv and "T.if_then_else" in conv and "T.parallel" in conv
+    for case in ("depthwise_odd_width", "conv_grouped_strided"):  # NCHW, or not depthwise
+        conv = next(t for n, t in _scheduled_funcs(CASES[case](), nhwc=case != "depthwise_odd_width")
+                    .items() if "conv2d" in n)
+        assert "pad_temp" in conv, case
 
 
 def test_row_reductions_and_injective_ops_are_parallel():

@@ -13,6 +13,10 @@ explicit vectorization. This pass gives every fused PrimFunc a schedule from thr
 * **injective** (elementwise, broadcast, transpose, padding): all loops fused, split into a
   parallel outer loop and a vectorized inner loop.
 
+Before these rules, copies that would cost a pass over the activations are inlined into their
+consumer: the zero-width pad of a 1x1 conv, and the zero pad of a depthwise conv (its padding
+test becomes one branch per vector load).
+
 A rule that does not apply leaves its block as it was, so the result is never worse than
 TVM's default; every schedule primitive is semantics-preserving (TVM checks each one).
 """
@@ -116,8 +120,9 @@ class _Scheduler:
         return max(sizes) if sizes and all(sizes) else None
 
     def inline_copies(self) -> None:
-        """Inline producer blocks that only copy (the zero-width pad of a 1x1 conv), which
-        would otherwise cost one pass over the activations."""
+        """Inline producer blocks that only copy (the zero-width pad of a 1x1 conv) or zero-pad
+        a depthwise conv's input, which would otherwise cost one pass over the activations
+        (MobileNetV2 b8 depthwise kernels: 0.2-0.9x the time)."""
         for name, blk in list(self._live()):
             body = self.sch.get(blk).body
             # the value class is tvm.ir.expr.TensorLoad in TVM 0.27 (tirx.BufferLoad is a factory)
@@ -129,6 +134,36 @@ class _Scheduler:
                     self.sch.compute_inline(blk)
                 except Exception:  # noqa: BLE001 - an output or not inlinable: keep it
                     continue
+            elif isinstance(body, tirx.BufferStore) and self._pads_a_depthwise(blk, body):
+                try:
+                    self.sch.compute_inline(blk)
+                except Exception:  # noqa: BLE001
+                    continue
+
+    def _pads_a_depthwise(self, blk, body) -> bool:
+        """A zero pad read by a depthwise conv along its channel (vector) axis: inlined, the
+        padding test is one branch per vector load instead of a pass over the activations."""
+        value = body.value
+        if not str(getattr(getattr(value, "op", None), "name", "")).endswith("if_then_else"):
+            return False
+        consumers = self.sch.get_consumers(blk)
+        if len(consumers) != 1:
+            return False
+        cblock = self.sch.get(consumers[0])
+        kinds = _iter_kinds(cblock)
+        if "R" not in kinds:
+            return False
+        v_iter = cblock.iter_vars[[i for i, k in enumerate(kinds) if k == "S"][-1]]
+        buf = body.buffer
+        # NHWC depthwise: the pad's channels are the output channels, read along the vector
+        # axis (an NCHW conv also reads its input along the vector axis, the width: not this)
+        if _int(buf.shape[-1]) != _int(v_iter.dom.extent):
+            return False
+        # one input channel per output channel (a grouped conv reads a group's channels)
+        unit = {iv.var for iv in cblock.iter_vars if _int(iv.dom.extent) == 1}
+        return any(r.source.same_as(buf) and v_iter.var in _vars_in(r.region[-1].min)
+                   and _vars_in(r.region[-1].min) <= unit | {v_iter.var}
+                   for r in cblock.reads)
 
     # ---- rules ------------------------------------------------------------------------
     def tiled_reduction(self, blk, v: int, u: int | None, shared: frozenset = frozenset()) -> bool:
