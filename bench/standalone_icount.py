@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -100,6 +101,8 @@ def main() -> None:
     out = RESULTS / f"{dt.date.today()}-aarch64-standalone-icount.json"
     out.write_text(json.dumps({
         "host": "x86_64, qemu-aarch64 user mode", "target": args.target, "runs": args.runs,
+        "emulator": subprocess.run(["qemu-aarch64", "--version"], capture_output=True,
+                                   text=True).stdout.splitlines()[0],
         "method": "qemu -d in_asm,exec,nochain, guest instructions summed per executed TB; "
                   "per inference = (count(--repeat 1+runs) - count(--repeat 1)) / runs; "
                   "load = count(--repeat 1) (start, loading, one inference); one thread",
