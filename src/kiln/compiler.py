@@ -206,6 +206,11 @@ def _partition(spec: TargetSpec, int8, options: CompileOptions, workdir: Path, s
         step("partition")
         return vela_handoff(Path(imported.source), imported.framework, spec.name,
                             workdir / "vela", staging)
+    if int8 and int8.samples and spec.accelerator is None:
+        from kiln.partition.handoff import cpu_only_report
+
+        return cpu_only_report(spec.name, int8.reference,
+                               int8.info.get("onnxruntime_int8_vs_fp32"), workdir / "partition")
     if not int8 or not int8.samples or spec.accelerator_status is None \
             or spec.accelerator not in ACCELERATORS:
         return {}

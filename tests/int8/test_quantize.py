@@ -90,4 +90,7 @@ def test_rasp4b_int8_under_qemu(int8_dir, tmp_path):
     assert v["inputs"] == "calibration sample 0"
     assert v["outputs"][0]["cosine"] >= 0.99
     assert res.manifest.quantization["calibration_method"] == "percentile"
-    assert res.manifest.partition == {}  # no accelerator on a Raspberry Pi
+    part = res.manifest.partition  # no accelerator on a Raspberry Pi: all on the CPU
+    assert part["status"] == "cpu" and part["nodes_offloaded"] == 0 and part["mac_share"] == 0.0
+    assert part["nodes"] > 0 and part["macs"] > 0 and "no neural accelerator" in part["reason"]
+    assert part["simulated_accuracy"]["outputs"][0]["cosine"] >= 0.99

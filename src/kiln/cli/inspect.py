@@ -73,6 +73,8 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
 
 def partition_line(p: dict) -> str:
     """One line on the accelerator hand-off (DPU/TIDL partition, Ethos-U Vela, or why not)."""
+    if p.get("status") == "cpu":
+        return f"no accelerator: {p['nodes']} nodes, {p['macs']:,} MACs, all on the CPU"
     head = f"{p['accelerator']} ({p['status']})"
     if "skipped" in p:
         return f"{head}: not handed off: {p['skipped']}"

@@ -50,6 +50,29 @@ def partition_model(accelerator: str, target: str, fp32_model: Path, samples: li
     return report
 
 
+def cpu_only_report(target: str, fp32_model: Path, int8_vs_fp32: dict | None,
+                    workdir: Path) -> dict:
+    """The partition report of an int8 compile for a board with no accelerator Kiln hands off
+    to: every node on the CPU, no segment files; the int8 accuracy is ONNX Runtime's QDQ
+    model against the float one (the whole model is the CPU segment)."""
+    import onnx
+
+    from kiln.quantize.ort_quant import preprocess
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(preprocess(fp32_model, workdir))))
+    table = {"name": None, "sources": [], "ops": {}}
+    report = _shares(model, [(n, False, "no accelerator on this target") for n in model.graph.node],
+                     table)
+    report.pop("cpu_ops")
+    report.update({"status": "cpu", "target": target,
+                   "reason": f"{target} has no neural accelerator Kiln partitions for: every "
+                             "node runs on the CPU, compiled by Kiln",
+                   "segments": [{"index": 0, "device": "cpu", "nodes": len(model.graph.node)}],
+                   "simulated_accuracy": int8_vs_fp32 or {}})
+    return report
+
+
 def _shares(model, assigned, table) -> dict:
     shapes = tensor_shapes(model)
     consts = {t.name: t for t in model.graph.initializer}
