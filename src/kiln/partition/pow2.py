@@ -1,9 +1,13 @@
 """Power-of-two scales, the way DPUCZDX8G (and TIDL with quantization_scale_type 1) compute.
 
 ONNX Runtime's quantizer cannot be told to choose power-of-two scales, so Kiln post-processes
-its symmetric, per-tensor QDQ model: every scale becomes the next power of two at or above it
-(2^ceil(log2 s): the calibrated range still fits, at most one bit of resolution is lost), and
-every constant that a DequantizeLinear reads (weights, int32 biases) is requantized to its new
+its symmetric, per-tensor QDQ model. An activation scale becomes the next power of two at or
+above it (2^ceil(log2 s): the calibrated range still fits, at most one bit of resolution is
+lost). An int8 weight scale becomes whichever of 2^ceil(log2 s) and half of it gives the
+smaller mean squared error on the weights (the finer one clips a few outliers but halves the
+rounding error of all the others; Vitis AI's quantizer also picks the fix position by error):
+on MobileNetV2 for the DPU this took the simulated cosine against float from 0.947 to 0.9996.
+Every constant that a DequantizeLinear reads (weights, int32 biases) is requantized to its new
 scale, so that the model's real-valued weights change only by the rounding.
 """
 
@@ -22,7 +26,10 @@ def to_power_of_two(model) -> int:
     scale_names = {n.input[1] for n in model.graph.node if n.op_type in _QDQ}
     old = {s: numpy_helper.to_array(inits[s]).astype(np.float32) for s in scale_names
            if s in inits}
-    new = {s: pow2_ceil(v) for s, v in old.items()}
+    weights = {n.input[1]: inits[n.input[0]] for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    new = {s: _weight_scale(weights[s], v) if s in weights else pow2_ceil(v)
+           for s, v in old.items()}
     done: set[str] = set()
     for n in model.graph.node:
         if n.op_type != "DequantizeLinear" or n.input[0] not in inits or n.input[0] in done:
@@ -41,6 +48,26 @@ def to_power_of_two(model) -> int:
 def pow2_ceil(scale: np.ndarray) -> np.ndarray:
     s = np.maximum(np.asarray(scale, np.float32), np.float32(2.0 ** -32))
     return np.exp2(np.ceil(np.log2(s))).astype(np.float32)
+
+
+def _weight_scale(tensor, scale: np.ndarray) -> np.ndarray:
+    """The power-of-two scale for an int8 weight tensor (per tensor): 2^ceil(log2 s) or half
+    of it, whichever requantizes the weights with the smaller squared error. Other tensors
+    (int32 biases, per-channel scales) get 2^ceil(log2 s)."""
+    from onnx import numpy_helper
+
+    q = numpy_helper.to_array(tensor)
+    ceil = pow2_ceil(scale)
+    if q.dtype != np.int8 or np.size(scale) != 1:
+        return ceil
+    real = q.astype(np.float64) * float(np.ravel(scale)[0])
+
+    def err(cand) -> float:
+        step = float(np.ravel(cand)[0])
+        return float(np.mean((np.clip(np.round(real / step), -128, 127) * step - real) ** 2))
+
+    half = (ceil / 2).astype(np.float32)
+    return half if err(half) < err(ceil) else ceil
 
 
 def is_power_of_two(scale) -> bool:
