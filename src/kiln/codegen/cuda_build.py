@@ -67,7 +67,7 @@ def build_cuda_library(imported: ImportedModel, spec: TargetSpec, options: Compi
     import tvm
 
     from kiln.codegen.cuda_env import cuda_compile_env, enable_cuda_codegen
-    from kiln.codegen.tvm_build import CompiledModel, _last_line
+    from kiln.codegen.tvm_build import CompiledModel, export_library
 
     check_cuda_options(spec, None)
     env = enable_cuda_codegen()
@@ -90,15 +90,8 @@ def build_cuda_library(imported: ImportedModel, spec: TargetSpec, options: Compi
         raise KilnError("compile_failed", f"TVM failed to compile the model for {spec.name} "
                         f"({spec.gpu_arch}): {error[:500]}", hint="run with KILN_DEBUG=1 for "
                         "the full trace", details=str(exc)) from None
-    library = out_dir / name
-    linker = ZigSharedLinker(spec.arch, spec.triple, tvm_runtime_libs(spec.arch))
-    try:
-        executable.export_library(str(library), fcompile=linker)
-    except KilnError:
-        raise
-    except Exception as exc:
-        raise KilnError("toolchain_failed", f"exporting the model library failed: "
-                        f"{_last_line(exc)}", hint="run with KILN_DEBUG=1") from None
+    library = export_library(executable, out_dir / name,
+                             ZigSharedLinker(spec.arch, spec.triple, tvm_runtime_libs(spec.arch)))
     code = check_device_code(library, spec.gpu_arch)
     device = {"kind": "cuda", "gpu_arch": spec.gpu_arch, "cuda_version": env["nvrtc"],
               "cudart_version": env["cudart"], "min_driver_version": MIN_DRIVER,

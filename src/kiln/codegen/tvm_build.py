@@ -76,16 +76,21 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
         except Exception as exc2:
             raise _compile_failed(spec, exc2) from None
         pipeline_name += f" (opt_level 2 failed: {_last_line(exc)[:200]})"
-    library = out_dir / name
-    linker = ZigSharedLinker(spec.arch, spec.triple, tvm_runtime_libs(spec.arch))
+    library = export_library(executable, out_dir / name,
+                             ZigSharedLinker(spec.arch, spec.triple, tvm_runtime_libs(spec.arch)))
+    return CompiledModel(library=library, tvm_target=target_dict, pipeline=pipeline_name)
+
+
+def export_library(module, library: Path, linker, what: str = "the model library") -> Path:
+    """``module.export_library`` linked by ``linker`` (zig); its failure is toolchain_failed."""
     try:
-        executable.export_library(str(library), fcompile=linker)
+        module.export_library(str(library), fcompile=linker)
     except KilnError:
         raise
     except Exception as exc:
-        raise KilnError("toolchain_failed", f"exporting the model library failed: "
-                        f"{_last_line(exc)}", hint="run with KILN_DEBUG=1") from None
-    return CompiledModel(library=library, tvm_target=target_dict, pipeline=pipeline_name)
+        raise KilnError("toolchain_failed", f"exporting {what} failed: {_last_line(exc)}",
+                        hint="run with KILN_DEBUG=1") from None
+    return library
 
 
 def _compile(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool = False,

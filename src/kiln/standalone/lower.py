@@ -101,7 +101,7 @@ def build_standalone(imported: ImportedModel, spec: TargetSpec, options: Compile
     import tvm
     from tvm import tirx
 
-    from kiln.codegen.tvm_build import _compile_failed, _last_line
+    from kiln.codegen.tvm_build import _compile_failed, export_library
 
     target = tvm.target.Target(codegen_spec(spec).tvm_target())
     mod, pipeline = _lower_with_fallback(imported, target, spec, options, dtype)
@@ -113,15 +113,9 @@ def build_standalone(imported: ImportedModel, spec: TargetSpec, options: Compile
             lib = tvm.tirx.build(kernels, target=target)
     except Exception as exc:
         raise _compile_failed(spec, exc) from None
-    library = out_dir / "model.so"
-    linker = _StandaloneLinker(spec.arch, spec.triple, standalone_runtime(spec))
-    try:
-        lib.export_library(str(library), fcompile=linker)
-    except KilnError:
-        raise
-    except Exception as exc:
-        raise KilnError("toolchain_failed", f"exporting the standalone kernels failed: "
-                        f"{_last_line(exc)}", hint="run with KILN_DEBUG=1") from None
+    library = export_library(lib, out_dir / "model.so",
+                             _StandaloneLinker(spec.arch, spec.triple, standalone_runtime(spec)),
+                             what="the standalone kernels")
     (out_dir / "plan.txt").write_text(plan.to_text())
     (out_dir / "params.bin").write_bytes(bytes(plan.weights))
     return StandaloneModel(library=library, plan=plan, pipeline=pipeline)
