@@ -20,7 +20,6 @@ import importlib.util
 import inspect
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from kiln.artifact.compat import host_arch
 from kiln.cache import cache_dir
+from kiln.codegen.runtime_bundle import _WHEEL_PLATFORMS, download_wheels
 from kiln.codegen.toolchain import zig_cc
 from kiln.errors import KilnError
 
@@ -40,10 +40,6 @@ _DRIVER_SYMBOLS = ("cuDeviceGetName", "cuFuncSetAttribute", "cuLaunchKernelEx",
                    "cuTensorMapEncodeTiled")
 _INSTALL = "pip install 'kilnml[cuda]' (cuda-bindings, nvidia-cuda-nvrtc, nvidia-cuda-runtime, " \
            "nvidia-cuda-cccl, nvidia-cuda-crt)"
-_WHEEL_PLATFORMS = {
-    "x86_64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux2014_x86_64"],
-    "aarch64": ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64"],
-}
 _state: dict = {}
 
 
@@ -206,17 +202,8 @@ def _download(arch: str, tvm_ver: str, rt_ver: str, dest: Path) -> None:
         raise KilnError("target_not_yet_supported", f"no CUDA runtime wheels exist for {arch}",
                         hint="NVIDIA targets are x86_64 or aarch64")
     with tempfile.TemporaryDirectory(prefix="kiln-wheels-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
-               "-d", tmp, f"apache-tvm=={tvm_ver}", f"nvidia-cuda-runtime=={rt_ver}"]
-        for plat in _WHEEL_PLATFORMS[arch]:
-            cmd += ["--platform", plat]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-            raise KilnError("runtime_bundle_unavailable", f"cannot download the {arch} CUDA "
-                            f"runtime wheels: {last}", hint="check network access to PyPI",
-                            details=proc.stderr)
+        download_wheels(arch, [f"apache-tvm=={tvm_ver}", f"nvidia-cuda-runtime=={rt_ver}"],
+                        tmp, "CUDA runtime")
         for wheel in Path(tmp).glob("*.whl"):
             with zipfile.ZipFile(wheel) as zf:
                 for member in zf.namelist():

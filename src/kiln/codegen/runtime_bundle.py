@@ -60,18 +60,10 @@ def _download_libs(arch: str, dest: Path) -> None:
                         hint="32-bit ARM and RISC-V need Kiln's standalone executor (planned)")
     vers = versions()
     with tempfile.TemporaryDirectory(prefix="kiln-wheels-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
-               "-d", tmp, f"apache-tvm=={vers['apache-tvm']}",
-               f"apache-tvm-ffi=={vers['apache-tvm-ffi']}"]
-        for plat in _WHEEL_PLATFORMS[arch]:
-            cmd += ["--platform", plat]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-            raise KilnError("runtime_bundle_unavailable", f"cannot download the {arch} TVM "
-                            f"runtime wheels: {last}", hint="check network access to PyPI, or set "
-                            "PIP_FIND_LINKS to a folder holding the wheels", details=proc.stderr)
+        download_wheels(arch, [f"apache-tvm=={vers['apache-tvm']}",
+                               f"apache-tvm-ffi=={vers['apache-tvm-ffi']}"], tmp, "TVM runtime",
+                        hint="check network access to PyPI, or set PIP_FIND_LINKS to a folder "
+                             "holding the wheels")
         wanted = {"tvm/lib/libtvm_runtime.so": "libtvm_runtime.so",
                   "tvm_ffi/lib/libtvm_ffi.so": "libtvm_ffi.so"}
         for wheel in Path(tmp).glob("*.whl"):
@@ -157,3 +149,19 @@ def bundle_files(arch: str) -> dict[str, Path]:
     files = {n: libs / n for n in TVM_LIBS}
     files.update({n: native / n for n in ("libkiln_runtime.so", "kiln_run", "kiln_runtime.h")})
     return files
+
+
+def download_wheels(arch: str, requirements: list[str], dest: str, what: str, *,
+                    hint: str = "check network access to PyPI") -> None:
+    """``pip download`` the CPython 3.11 binary wheels of ``requirements`` for ``arch`` into
+    ``dest``; a failure is runtime_bundle_unavailable."""
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+           "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+           "-d", dest, *requirements]
+    for plat in _WHEEL_PLATFORMS[arch]:
+        cmd += ["--platform", plat]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise KilnError("runtime_bundle_unavailable", f"cannot download the {arch} {what} "
+                        f"wheels: {last}", hint=hint, details=proc.stderr)
