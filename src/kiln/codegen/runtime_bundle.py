@@ -57,7 +57,8 @@ def _installed_libs() -> dict[str, Path]:
 def _download_libs(arch: str, dest: Path) -> None:
     if arch not in _WHEEL_PLATFORMS:
         raise KilnError("target_not_yet_supported", f"no TVM runtime wheel exists for {arch}",
-                        hint="32-bit ARM and RISC-V need Kiln's standalone executor (planned)")
+                        hint="32-bit ARM and RISC-V use Kiln's standalone executor: "
+                             "--compiler-options '{\"runtime\": \"standalone\"}'")
     vers = versions()
     with tempfile.TemporaryDirectory(prefix="kiln-wheels-") as tmp:
         download_wheels(arch, [f"apache-tvm=={vers['apache-tvm']}",
