@@ -65,7 +65,6 @@ def compile_model(model, *, target: str | None = None, platform: str | None = No
 def _compile(model: Path, *, target, platform, compiler_options, output, options, sample_inputs,
              progress, framework, framework_version, workdir: Path,
              trust_pickle: bool = False) -> CompileResult:
-    from kiln.codegen.tvm_build import build_library, check_buildable
     from kiln.importers import import_model
     from kiln.importers.detect import is_tree_model, open_model
     from kiln.verify.gate import accuracy_gate
@@ -82,17 +81,7 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         return compile_trees(model, spec, copts.to_dict(), options=options, output=output,
                              framework=framework, trust_pickle=trust_pickle,
                              sample_inputs=sample_inputs, progress=step)
-    standalone = copts.runtime == "standalone"
-    if standalone:
-        from kiln.standalone.runtime import check_standalone_buildable
-
-        check_standalone_buildable(spec)
-    else:
-        check_buildable(spec)
-        if spec.accelerator == "nvidia":
-            from kiln.codegen.cuda_build import check_cuda_options
-
-            check_cuda_options(spec, copts.cuda_ver)
+    route = _runtime_route(spec, copts, compiler_options)
     dtype = _compute_dtype(spec, copts)
     if dtype != "float32":
         options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
@@ -115,23 +104,7 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     staging = Path(tempfile.mkdtemp(prefix="kiln-build-"))
     try:
         step("compile")
-        if standalone:  # Kiln's own executor: no TVM runtime on the device
-            from kiln.standalone.lower import build_standalone
-            from kiln.standalone.runtime import write_standalone_bundle
-
-            compiled = build_standalone(imported, spec, options, staging, dtype=dtype)
-            step("bundle")
-            runtime = write_standalone_bundle(staging, spec, imported.signature, compiled)
-        else:
-            compiled = build_library(imported, spec, options, staging, dtype=dtype)
-            if needs_fallback(spec.to_dict()) and compiled.device is None:
-                # Code for a newer x86 CPU (AVX2, AVX-512) gets a portable twin, so the artifact
-                # still runs (slower) on an older CPU instead of dying on an illegal instruction.
-                portable = dataclasses.replace(spec, mcpu=FALLBACK_MCPU, mattr=(), simd="sse4.2")
-                build_library(imported, portable, options, staging, name=FALLBACK_LIBRARY,
-                              dtype=dtype)
-            step("bundle")
-            runtime = _write_bundle(staging, spec, imported.signature, compiled.device)
+        compiled, runtime = _build(route, imported, spec, options, staging, dtype, step)
         partition = _partition(spec, int8, options, workdir, staging, step, imported)
         step("verify")
         device = getattr(compiled, "device", None)
@@ -150,6 +123,107 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return CompileResult(artifact=output, manifest=manifest)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """The runtime an artifact gets: "standalone", "tvm", or "auto" (Kiln's standalone
+    executor, the TVM runtime when the standalone route cannot plan the model); ``why`` goes
+    into the manifest as ``runtime.chosen_because``."""
+
+    kind: str
+    why: str
+
+
+def _runtime_route(spec: TargetSpec, copts, compiler_options) -> _Route:
+    """The runtime route from the ``runtime`` compiler option (the user's, else the device's
+    ``default_options``); without one, standalone wherever it builds (CPU Linux targets), else
+    the TVM runtime (GPUs). Checks the target can take the route."""
+    from kiln.standalone.runtime import check_standalone_buildable
+    from kiln.targets import parse_compiler_options
+
+    given = parse_compiler_options(compiler_options).runtime
+    source = "compiler option" if given else "the target's default_options"
+    if copts.runtime == "standalone":
+        check_standalone_buildable(spec)
+        return _Route("standalone", f"{source}: runtime = standalone")
+    if copts.runtime is None:
+        try:
+            check_standalone_buildable(spec)
+        except KilnError:  # GPUs, Android, ...: the TVM route's own checks say what works
+            pass
+        else:
+            return _Route("auto", "default: the standalone executor (static shapes, "
+                                  "straight-line program)")
+    _check_tvm_route(spec, copts)
+    return _Route("tvm", f"{source}: runtime = tvm" if copts.runtime else
+                  f"default: {spec.name} cannot take the standalone executor")
+
+
+def _check_tvm_route(spec: TargetSpec, copts) -> None:
+    from kiln.codegen.tvm_build import check_buildable
+
+    check_buildable(spec)
+    if spec.accelerator == "nvidia":
+        from kiln.codegen.cuda_build import check_cuda_options
+
+        check_cuda_options(spec, copts.cuda_ver)
+
+
+def _build(route: _Route, imported, spec: TargetSpec, options, staging: Path, dtype: str,
+           step) -> tuple[object, dict]:
+    """Build the kernels and the runtime bundle into ``staging`` by ``route``; returns the
+    build and the manifest's ``runtime``. "auto" falls back to the TVM runtime when the
+    standalone executor cannot plan the model (``standalone_unsupported``: data-dependent
+    shapes, control flow, packed calls), where the target has a TVM runtime."""
+    why = route.why
+    if route.kind != "tvm":
+        try:
+            compiled, runtime = _build_standalone(imported, spec, options, staging, dtype, step)
+            return compiled, {**runtime, "chosen_because": why}
+        except KilnError as exc:
+            if route.kind == "standalone" or exc.code != "standalone_unsupported":
+                raise
+            from kiln.codegen.tvm_build import check_buildable
+
+            try:
+                check_buildable(spec)
+            except KilnError:
+                raise exc from None
+            why = f"standalone_unsupported: {exc.message}"
+            for leftover in staging.iterdir():
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    from kiln.codegen.tvm_build import build_library
+
+    compiled = build_library(imported, spec, options, staging, dtype=dtype)
+    if needs_fallback(spec.to_dict()) and compiled.device is None:
+        # Code for a newer x86 CPU (AVX2, AVX-512) gets a portable twin, so the artifact
+        # still runs (slower) on an older CPU instead of dying on an illegal instruction.
+        build_library(imported, _portable(spec), options, staging, name=FALLBACK_LIBRARY,
+                      dtype=dtype)
+    step("bundle")
+    runtime = _write_bundle(staging, spec, imported.signature, compiled.device)
+    return compiled, {**runtime, "chosen_because": why}
+
+
+def _build_standalone(imported, spec: TargetSpec, options, staging: Path, dtype: str, step):
+    """Kiln's own executor (no TVM runtime on the device), with the portable twin of the
+    kernels on AVX2 / AVX-512 targets, as the TVM route has."""
+    from kiln.standalone.lower import FALLBACK_FILES, build_standalone
+    from kiln.standalone.runtime import write_standalone_bundle
+
+    compiled = build_standalone(imported, spec, options, staging, dtype=dtype)
+    twin = None
+    if needs_fallback(spec.to_dict()):
+        twin = build_standalone(imported, _portable(spec), options, staging, dtype=dtype,
+                                files=FALLBACK_FILES, primary=compiled)
+    step("bundle")
+    return compiled, write_standalone_bundle(staging, spec, imported.signature, compiled, twin)
+
+
+def _portable(spec: TargetSpec) -> TargetSpec:
+    """The x86-64-v2 twin of an AVX2 / AVX-512 x86_64 target (kiln.artifact.compat)."""
+    return dataclasses.replace(spec, mcpu=FALLBACK_MCPU, mattr=(), simd="sse4.2")
 
 
 def tune_model(model: str | Path, tuning: TuneOptions, *, target: str | None = None,

@@ -243,7 +243,11 @@ static int choose_library(kiln_model* m) {
     set_error("this CPU lacks%s, which the model library needs; recompile for this CPU", missing);
     return -1;
   }
-  m->library = dup_line(missing[0] ? m->fallback : "model.so");
+  /* KILN_FORCE_FALLBACK=1: the portable twin whenever the artifact has one (testing, or a
+   * CPU whose /proc/cpuinfo overstates what it can run) */
+  const char* force = getenv("KILN_FORCE_FALLBACK");
+  int twin = m->fallback && (missing[0] || (force && force[0] && strcmp(force, "0") != 0));
+  m->library = dup_line(twin ? m->fallback : "model.so");
   return 0;
 }
 

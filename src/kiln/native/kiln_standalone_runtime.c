@@ -55,6 +55,12 @@ struct kiln_model {
   kernel_call* calls;
   void* lib;
   int ran;
+  char* requires;  /* signature.txt "requires": CPU flags model.so may use (x86_64) */
+  char* fallback;  /* "fallback": the portable kernel library for CPUs that lack them */
+  char* fallback_plan; /* "fallback_plan <plan> <params>": the twin's own plan, if it differs */
+  const char* library; /* the kernel library in use */
+  const char* plan_file;
+  const char* params_file;
 };
 
 static __thread char g_error[4096];
@@ -118,6 +124,14 @@ static int parse_sig_line(char* line, tensor_info* t) {
   return 0;
 }
 
+static char* dup_line(const char* s) {
+  size_t len = strcspn(s, "\r\n");
+  char* out = (char*)malloc(len + 1);
+  memcpy(out, s, len);
+  out[len] = '\0';
+  return out;
+}
+
 static int read_signature(kiln_model* m, const char* dir) {
   char path[4096], line[8192];
   snprintf(path, sizeof(path), "%s/signature.txt", dir);
@@ -128,6 +142,10 @@ static int read_signature(kiln_model* m, const char* dir) {
   }
   int ok = fgets(line, sizeof(line), f) && strncmp(line, "kiln-signature 1", 16) == 0;
   while (ok && fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "requires ", 9) == 0 && !m->requires) m->requires = dup_line(line + 9);
+    if (strncmp(line, "fallback ", 9) == 0 && !m->fallback) m->fallback = dup_line(line + 9);
+    if (strncmp(line, "fallback_plan ", 14) == 0 && !m->fallback_plan)
+      m->fallback_plan = dup_line(line + 14);
     int is_in = strncmp(line, "input ", 6) == 0, is_out = strncmp(line, "output ", 7) == 0;
     if (!is_in && !is_out) continue;
     int* n = is_in ? &m->n_in : &m->n_out;
@@ -150,7 +168,7 @@ static void* aligned_calloc(int64_t nbytes) {
 
 static int read_weights(kiln_model* m, const char* dir) {
   char path[4096];
-  snprintf(path, sizeof(path), "%s/params.bin", dir);
+  snprintf(path, sizeof(path), "%s/%s", dir, m->params_file);
   if (!(m->weights = (char*)aligned_calloc(m->weight_bytes))) {
     set_error("out of memory for %lld bytes of weights", (long long)m->weight_bytes);
     return -1;
@@ -203,7 +221,7 @@ static int read_call(kiln_model* m, FILE* f, kernel_call* c) {
   sprintf(c->symbol, "__tvm_ffi_%s", symbol);
   c->fn = (TVMFFISafeCallType)dlsym(m->lib, c->symbol);
   if (!c->fn) {
-    set_error("model.so has no kernel %s", c->symbol);
+    set_error("%s has no kernel %s", m->library, c->symbol);
     return -2;
   }
   c->args = (TVMFFIAny*)calloc((size_t)c->nargs + 1, sizeof(TVMFFIAny));
@@ -247,7 +265,7 @@ static int read_plan_body(kiln_model* m, FILE* f) {
 
 static int read_plan(kiln_model* m, const char* dir) {
   char path[4096];
-  snprintf(path, sizeof(path), "%s/plan.txt", dir);
+  snprintf(path, sizeof(path), "%s/%s", dir, m->plan_file);
   FILE* f = fopen(path, "r");
   if (!f) {
     set_error("cannot open %s", path);
@@ -278,6 +296,54 @@ static int read_plan(kiln_model* m, const char* dir) {
   return rc == 0 ? 0 : -1;
 }
 
+/* Which kernel library this CPU can run, as kiln_runtime.c decides: model.so, or the portable
+ * twin when /proc/cpuinfo lacks a flag of the "requires" line (KILN_FORCE_FALLBACK=1: the twin
+ * whenever the artifact has one). The twin uses its own plan when "fallback_plan" names one. */
+static int choose_library(kiln_model* m) {
+  char flags[8192] = " ", line[8192], missing[512] = "";
+  FILE* f = m->requires ? fopen("/proc/cpuinfo", "r") : NULL;
+  while (f && fgets(line, sizeof(line), f)) {
+    char* colon = strchr(line, ':');
+    if (strncmp(line, "flags", 5) == 0 && colon) {
+      snprintf(flags, sizeof(flags), " %.*s ", (int)strcspn(colon + 1, "\r\n"), colon + 1);
+      break;
+    }
+  }
+  if (f) fclose(f);
+  if (m->requires && f) {
+    char req[1024], *save = NULL;
+    snprintf(req, sizeof(req), "%s", m->requires);
+    for (char* tok = strtok_r(req, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+      char needle[128];
+      snprintf(needle, sizeof(needle), " %s ", tok);
+      if (!strstr(flags, needle)) {
+        strncat(missing, " ", sizeof(missing) - strlen(missing) - 1);
+        strncat(missing, tok, sizeof(missing) - strlen(missing) - 1);
+      }
+    }
+  }
+  if (missing[0] && !m->fallback) {
+    set_error("this CPU lacks%s, which the model library needs; recompile for this CPU", missing);
+    return -1;
+  }
+  const char* force = getenv("KILN_FORCE_FALLBACK");
+  int twin = m->fallback && (missing[0] || (force && force[0] && strcmp(force, "0") != 0));
+  m->library = twin ? m->fallback : "model.so";
+  m->plan_file = "plan.txt";
+  m->params_file = "params.bin";
+  if (twin && m->fallback_plan) { /* "<plan> <params>" */
+    char* space = strchr(m->fallback_plan, ' ');
+    if (!space) {
+      set_error("malformed fallback_plan line in signature.txt");
+      return -1;
+    }
+    *space = '\0';
+    m->plan_file = m->fallback_plan;
+    m->params_file = space + 1;
+  }
+  return 0;
+}
+
 KILN_EXPORT int kiln_model_create(const char* dir, kiln_model** out) {
   char path[4096];
   kiln_model* m = (kiln_model*)calloc(1, sizeof(kiln_model));
@@ -290,7 +356,8 @@ KILN_EXPORT int kiln_model_create(const char* dir, kiln_model** out) {
       set_error("out of memory for input %d", i);
       goto fail;
     }
-  snprintf(path, sizeof(path), "%s%s/model.so", strchr(dir, '/') ? "" : "./", dir);
+  if (choose_library(m) != 0) goto fail;
+  snprintf(path, sizeof(path), "%s%s/%s", strchr(dir, '/') ? "" : "./", dir, m->library);
   if (!(m->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL))) {
     set_error("cannot load %s: %s", path, dlerror());
     goto fail;
@@ -322,12 +389,13 @@ KILN_EXPORT void kiln_model_destroy(kiln_model* m) {
   for (int i = 0; m->calls && i < m->n_calls; ++i) free(m->calls[i].args), free(m->calls[i].symbol);
   if (m->lib) dlclose(m->lib);
   free(m->in), free(m->out), free(m->in_data), free(m->out_tensor), free(m->arena);
-  free(m->weights), free(m->tensors), free(m->shapes), free(m->calls), free(m);
+  free(m->weights), free(m->tensors), free(m->shapes), free(m->calls);
+  free(m->requires), free(m->fallback), free(m->fallback_plan), free(m);
 }
 
 KILN_EXPORT int kiln_model_num_inputs(const kiln_model* m) { return m ? m->n_in : 0; }
 KILN_EXPORT int kiln_model_num_outputs(const kiln_model* m) { return m ? m->n_out : 0; }
-KILN_EXPORT const char* kiln_model_library(const kiln_model* m) { return m ? "model.so" : NULL; }
+KILN_EXPORT const char* kiln_model_library(const kiln_model* m) { return m ? m->library : NULL; }
 
 static const tensor_info* info(const kiln_model* m, int index, int is_in) {
   int n = is_in ? m->n_in : m->n_out;

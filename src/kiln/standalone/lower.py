@@ -23,11 +23,20 @@ from kiln.standalone.runtime import check_standalone_buildable, standalone_runti
 from kiln.targets import TargetSpec
 
 
+#: The standalone files of a build: kernels, plan, weights.
+FILES = ("model.so", "plan.txt", "params.bin")
+#: The portable x86-64-v2 twin's files (its plan and weights only where they differ).
+FALLBACK_FILES = ("model.fallback.so", "plan.fallback.txt", "params.fallback.bin")
+
+
 @dataclass(frozen=True)
 class StandaloneModel:
     library: Path
     plan: Plan
     pipeline: str
+    #: the plan and weights files this build uses (a twin whose plan equals the primary's
+    #: shares ``plan.txt`` / ``params.bin``)
+    plan_files: tuple[str, str] = FILES[1:]
 
 
 class _StandaloneLinker(ZigSharedLinker):
@@ -95,8 +104,11 @@ def _lower_with_fallback(imported: ImportedModel, target, spec: TargetSpec,
 
 
 def build_standalone(imported: ImportedModel, spec: TargetSpec, options: CompileOptions,
-                     out_dir: Path, *, dtype: str = "float32") -> StandaloneModel:
-    """Write ``model.so``, ``plan.txt`` and ``params.bin`` for ``spec`` into ``out_dir``."""
+                     out_dir: Path, *, dtype: str = "float32", files: tuple = FILES,
+                     primary: StandaloneModel | None = None) -> StandaloneModel:
+    """Write the kernels, plan and weights (``files``: ``model.so``, ``plan.txt``,
+    ``params.bin``) for ``spec`` into ``out_dir``. A twin (``primary`` given) writes its plan
+    and weights only when they differ from the primary's, and else shares them."""
     check_standalone_buildable(spec)
     import tvm
     from tvm import tirx
@@ -113,9 +125,14 @@ def build_standalone(imported: ImportedModel, spec: TargetSpec, options: Compile
             lib = tvm.tirx.build(kernels, target=target)
     except Exception as exc:
         raise _compile_failed(spec, exc) from None
-    library = export_library(lib, out_dir / "model.so",
+    library = export_library(lib, out_dir / files[0],
                              _StandaloneLinker(spec.arch, spec.triple, standalone_runtime(spec)),
                              what="the standalone kernels")
-    (out_dir / "plan.txt").write_text(plan.to_text())
-    (out_dir / "params.bin").write_bytes(bytes(plan.weights))
-    return StandaloneModel(library=library, plan=plan, pipeline=pipeline)
+    if primary is not None and plan.to_text() == primary.plan.to_text() \
+            and plan.weights == primary.plan.weights:
+        return StandaloneModel(library=library, plan=plan, pipeline=pipeline,
+                               plan_files=primary.plan_files)
+    (out_dir / files[1]).write_text(plan.to_text())
+    (out_dir / files[2]).write_bytes(bytes(plan.weights))
+    return StandaloneModel(library=library, plan=plan, pipeline=pipeline,
+                           plan_files=(files[1], files[2]))

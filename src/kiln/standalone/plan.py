@@ -18,8 +18,9 @@ import numpy as np
 from kiln.errors import KilnError
 
 ALIGN = 64
-_HINT = "compile without {\"runtime\": \"standalone\"} (the TVM runtime handles it) on x86_64 " \
-        "or aarch64, or give static input shapes with --input-shape"
+_HINT = "on x86_64 or aarch64 drop {\"runtime\": \"standalone\"} (Kiln then falls back to the " \
+        "TVM runtime) or ask for {\"runtime\": \"tvm\"}; or give static input shapes with " \
+        "--input-shape"
 
 
 @dataclass

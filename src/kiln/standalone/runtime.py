@@ -69,18 +69,32 @@ def standalone_runtime(spec: TargetSpec) -> Path:
                         what="building the standalone libkiln_runtime.so")
 
 
-def write_standalone_bundle(staging: Path, spec: TargetSpec, signature, built) -> dict:
-    """Copy the runtime into ``staging``, write ``signature.txt``; the manifest's ``runtime``."""
+def write_standalone_bundle(staging: Path, spec: TargetSpec, signature, built,
+                            twin=None) -> dict:
+    """Copy the runtime into ``staging``, write ``signature.txt``; the manifest's ``runtime``.
+
+    ``twin``: the portable x86-64-v2 build of an AVX2 / AVX-512 target, named on the same
+    ``requires`` / ``fallback`` lines of ``signature.txt`` as the TVM-runtime bundle's (the C
+    runtime loads it on a CPU that lacks a required flag), plus ``fallback_plan`` when its plan
+    differs from the primary's."""
     folder = standalone_runtime(spec)
     for name in (*RUNTIME_FILES, "kiln_runtime.h"):
         shutil.copy2(folder / name, staging / name)
-    (staging / "signature.txt").write_text(signature.to_text())
+    flags = required_cpu_flags(spec.to_dict())
+    fallback = twin.library.name if twin is not None else None
+    own_plan = twin is not None and twin.plan_files != built.plan_files
+    text = signature.to_text()
+    text += f"requires {' '.join(flags)}\n" if flags else ""
+    text += f"fallback {fallback}\n" if fallback else ""
+    text += f"fallback_plan {' '.join(twin.plan_files)}\n" if own_plan else ""
+    (staging / "signature.txt").write_text(text)
     binaries = [staging / n for n in ("model.so", *RUNTIME_FILES)]
     plan = built.plan
     return {"kind": "standalone", "abi_version": 1, "library": "libkiln_runtime.so",
             "runner": "kiln_run", "header": "kiln_runtime.h", "model_library": "model.so",
-            "plan": "plan.txt", "params": "params.bin", "fallback_library": None,
-            "requires_cpu_flags": required_cpu_flags(spec.to_dict()), "tvm_libraries": [],
+            "plan": "plan.txt", "params": "params.bin", "fallback_library": fallback,
+            "fallback_plan": list(twin.plan_files) if own_plan else None,
+            "requires_cpu_flags": flags, "tvm_libraries": [],
             "cflags": [*_CFLAGS, *cpu_flags(spec)], "min_glibc": glibc_needed(binaries),
             "footprint_bytes": sum((staging / n).stat().st_size for n in RUNTIME_FILES),
             "kernels_bytes": (staging / "model.so").stat().st_size,
