@@ -28,6 +28,8 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
                          "model_bytes": manifest.files.get("model.so", {}).get("size", 0),
                          "artifact_bytes": artifact.stat().st_size if artifact.is_file() else None,
                          "runtime_kind": manifest.runtime.get("kind"),
+                         # why the compile picked this runtime (absent in older artifacts)
+                         "chosen_because": manifest.runtime.get("chosen_because"),
                          # standalone artifacts: the weights file and the planned activations
                          "weights_bytes": manifest.files.get("params.bin", {}).get("size"),
                          "arena_bytes": manifest.runtime.get("arena_bytes")}
@@ -47,6 +49,9 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
     status = (f"verified ({ver['mode']}) against {ver['reference']}" if ver.get("verified")
               else f"NOT verified: {ver.get('reason')}")
     console.print(f"accuracy {status}", highlight=False)
+    why = manifest.runtime.get("chosen_because")
+    console.print(f"runtime  {manifest.runtime.get('kind')}" + (f" ({why})" if why else ""),
+                  highlight=False)
     if manifest.quantization:
         q = manifest.quantization
         console.print(f"int8     {q.get('source')}: {q.get('activations', '')} activations, "

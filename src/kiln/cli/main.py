@@ -91,6 +91,9 @@ def compile_cmd(
                   f"max abs error {worst:.3g}")
     else:
         err.print(f"[bold yellow]NOT VERIFIED[/]: {report.get('reason')}")
+    why = result.manifest.runtime.get("chosen_because", "")
+    if why.startswith("standalone_unsupported"):
+        err.print(f"runtime: {result.manifest.runtime['kind']} ({why})", highlight=False)
     _print_int8(result.manifest)
     out.print(str(result.artifact), highlight=False)
 
