@@ -41,11 +41,17 @@ def test_inspect_json_describes_the_artifact(model_dir, tmp_path):
     assert m["target"]["spec"]["arch"] == "x86_64" and m["framework"] == "onnx"
     assert [o["name"] for o in m["outputs"]] == ["logits", "probs"]
     assert m["inputs"] == [{"name": "x", "shape": [1, 64], "dtype": "float32"}]
-    for name in ("model.so", "libtvm_runtime.so", "libtvm_ffi.so", "libkiln_runtime.so",
-                 "kiln_run", "kiln_runtime.h", "signature.txt"):
+    # the default runtime on x86_64 is Kiln's standalone executor (no libtvm_runtime)
+    for name in ("model.so", "plan.txt", "params.bin", "libkiln_runtime.so", "kiln_run",
+                 "kiln_runtime.h", "signature.txt", "model.fallback.so"):
         assert len(m["files"][name]["sha256"]) == 64 and m["files"][name]["size"] > 0
+    assert not any(name.startswith("libtvm") for name in m["files"])
     assert m["verification"]["verified"] and len(m["verification"]["outputs"]) == 2
-    assert m["footprint"]["runtime_bytes"] > m["footprint"]["model_bytes"] > 0
+    foot = m["footprint"]
+    assert foot["runtime_kind"] == "standalone" and foot["chosen_because"].startswith("default")
+    assert foot["runtime_bytes"] == m["files"]["libkiln_runtime.so"]["size"] + \
+        m["files"]["kiln_run"]["size"] < 1_000_000
+    assert foot["model_bytes"] > 0 and foot["weights_bytes"] == m["files"]["params.bin"]["size"]
     assert m["created_at"].endswith("+00:00")
     text = run_kiln("inspect", art)
     assert text.returncode == 0 and "runtime footprint" in text.stdout

@@ -81,7 +81,7 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         return compile_trees(model, spec, copts.to_dict(), options=options, output=output,
                              framework=framework, trust_pickle=trust_pickle,
                              sample_inputs=sample_inputs, progress=step)
-    route = _runtime_route(spec, copts, compiler_options)
+    route = _runtime_route(spec, copts, compiler_options, options.opt_level)
     dtype = _compute_dtype(spec, copts)
     if dtype != "float32":
         options = dataclasses.replace(options, tolerance=options.tolerance.filled_from(dtype))
@@ -135,10 +135,11 @@ class _Route:
     why: str
 
 
-def _runtime_route(spec: TargetSpec, copts, compiler_options) -> _Route:
+def _runtime_route(spec: TargetSpec, copts, compiler_options, opt_level: int) -> _Route:
     """The runtime route from the ``runtime`` compiler option (the user's, else the device's
     ``default_options``); without one, standalone wherever it builds (CPU Linux targets), else
-    the TVM runtime (GPUs). Checks the target can take the route."""
+    the TVM runtime (GPUs, and ``opt_level`` 0: TVM's own pipeline, which the standalone
+    route does not run). Checks the target can take the route."""
     from kiln.standalone.runtime import check_standalone_buildable
     from kiln.targets import parse_compiler_options
 
@@ -147,6 +148,10 @@ def _runtime_route(spec: TargetSpec, copts, compiler_options) -> _Route:
     if copts.runtime == "standalone":
         check_standalone_buildable(spec)
         return _Route("standalone", f"{source}: runtime = standalone")
+    if copts.runtime is None and opt_level == 0:
+        _check_tvm_route(spec, copts)
+        return _Route("tvm", "default: opt_level 0 asks for TVM's own pipeline, which only "
+                             "the TVM runtime takes")
     if copts.runtime is None:
         try:
             check_standalone_buildable(spec)
