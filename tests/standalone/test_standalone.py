@@ -19,7 +19,7 @@ from conftest import onnx_reference, run_kiln
 
 ATOL = 1e-4
 STANDALONE = {"runtime": "standalone"}
-#: x86_64 with AVX2 (what CI machines have); the standalone build has no portable twin
+#: x86_64 with AVX2 (what CI machines have); its x86-64-v2 twin: test_default_runtime.py
 X86 = "ml_m4"
 _QEMU = {"rasp3b": ("qemu-arm", "/usr/arm-linux-gnueabihf"),
          "sitara_am57x": ("qemu-arm", "/usr/arm-linux-gnueabihf"),
