@@ -108,6 +108,7 @@ def _quantize(model: Path, framework: str, options: CompileOptions, workdir: Pat
     names = [t.name for t in ins]
     int8 = quantize_tflite(float_model, samples, names, workdir)
     info = {"source": "quantized by Kiln", "quantizer": QUANTIZER,
+            "activations": "int8 asymmetric", "weights": "int8 per-channel symmetric", "calibration_method": "minmax",
             "calibration_file": Path(options.quantize.calibration).name,
             "calibration_samples": len(samples),
             "reference": "the float32 TFLite model under LiteRT",
@@ -169,8 +170,9 @@ def _manifest(spec, compiler_options, model: Path, src, options, report, staging
     source = {"file": model.name, "sha256": _digest(model), "opset": None,
               "format": src["framework"]}
     runtime = {"kind": "none", "abi_version": None, "library": None, "runner": None,
-               "model_library": None, "min_glibc": None, "npu_model": "accelerator/model_vela.tflite",
-               "reason": "no CPU library: build accelerator/model_vela.tflite into TensorFlow "
+               "model_library": None, "min_glibc": None,
+               "npu_model": "accelerator/model_vela.tflite",
+               "reason": "build accelerator/model_vela.tflite into TensorFlow "
                          "Lite Micro with the Ethos-U core driver (accelerator/README.md)"}
     return Manifest(
         kiln_version=__version__, tvm_version=NO_TVM, tvm_ffi_version=NO_TVM,

@@ -169,3 +169,32 @@ def test_u55_run_and_load_refuse_inspect_works(u55, tmp_path):
     data = json.loads(_kiln("inspect", artifact, "--json", cwd=tmp_path).stdout)
     assert data["partition"]["estimate"]["cycles_total"] > 0
     assert data["footprint"]["model_bytes"] == 0
+
+
+def test_u55_takes_a_pre_quantized_int8_tflite(u55, tmp_path):
+    from kiln.compiler import compile_model
+
+    res, _, calib = u55
+    with tarfile.open(res.artifact) as tar:
+        (tmp_path / "q.tflite").write_bytes(tar.extractfile("model_int8.tflite").read())
+    again = compile_model(tmp_path / "q.tflite", target="ethos-u55", output=tmp_path / "q.tar.gz")
+    m = again.manifest
+    assert m.quantization["source"] == "pre-quantized int8 TFLite"
+    assert m.partition["estimate"]["nn_macs"] == res.manifest.partition["estimate"]["nn_macs"]
+    assert m.verification["passed"] is None and "no float model" in m.verification["reason"]
+    with pytest.raises(KilnError) as info:
+        compile_model(tmp_path / "q.tflite", target="ethos-u55", options=_int8(calib))
+    assert info.value.code == "invalid_quantize_options"
+
+
+def test_u55_cli_float_compile_and_bad_calibration(u55, tmp_path):
+    _, model, _ = u55
+    res = _kiln("compile", model, "--target", "ethos-u55", cwd=tmp_path)
+    assert res.returncode == ERROR_CODES["invalid_quantize_options"].exit_status, res.stderr
+    assert res.stderr.startswith("error[invalid_quantize_options]: ")
+    assert "--quantize int8 --calibration" in " ".join(res.stderr.split())
+    np.savez(tmp_path / "bad.npz", pixels=np.zeros((2, 16, 16, 3), np.float32))
+    res = _kiln("compile", model, "--target", "ethos-u55", "--quantize", "int8",
+                "--calibration", tmp_path / "bad.npz", cwd=tmp_path)
+    assert res.returncode == ERROR_CODES["invalid_calibration"].exit_status, res.stderr
+    assert "Traceback" not in res.stderr

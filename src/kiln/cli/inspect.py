@@ -68,6 +68,10 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
     for name, f in sorted(manifest.files.items()):
         files.add_row(name, f"{f['size']:,}", f["sha256"][:16])
     console.print(files)
+    if not manifest.runtime.get("library"):  # host-less NPU target: nothing runs on a host
+        console.print(f"no runtime: {manifest.runtime.get('npu_model')} is for the device's "
+                      "firmware", highlight=False)
+        return
     console.print(f"runtime footprint {footprint:,} bytes (runtime libraries + C API + runner); "
                   f"model library {data['footprint']['model_bytes']:,} bytes", highlight=False)
 

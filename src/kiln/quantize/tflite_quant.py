@@ -115,7 +115,7 @@ def _interpreter(model: Path):
     except ImportError:
         raise KilnError("framework_not_installed", "running .tflite models needs LiteRT",
                         hint="pip install 'kilnml[tensorflow]' (ai-edge-litert)") from None
-    interp = Interpreter(model_path=str(model),
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # no XNNPACK: the reference kernels
+    interp = Interpreter(model_path=str(model), experimental_op_resolver_type=plain)
     interp.allocate_tensors()
     return interp
