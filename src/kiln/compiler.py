@@ -79,7 +79,8 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
         from kiln.compiler_npu import compile_npu_only
 
         return compile_npu_only(model, framework, spec, copts.to_dict(), options=options,
-                                output=output, package=package, progress=step, workdir=workdir)
+                                output=output, package=package, progress=step, workdir=workdir,
+                                sample_inputs=sample_inputs)
     int8 = _int8(model, framework, options, workdir, step)
     if is_tree_model(model, framework):
         from kiln.compiler_trees import compile_trees

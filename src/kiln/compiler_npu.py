@@ -29,8 +29,10 @@ NOT_RUN = ("the NPU was not run: Kiln has no Ethos-U hardware or simulator (stat
 
 
 def compile_npu_only(model: Path, framework: str | None, spec: TargetSpec, compiler_options: dict,
-                     *, options: CompileOptions, output, package: dict, progress, workdir: Path):
-    """Compile ``model`` for a host-less Ethos-U target; a :class:`kiln.compiler.CompileResult`."""
+                     *, options: CompileOptions, output, package: dict, progress, workdir: Path,
+                     sample_inputs=None):
+    """Compile ``model`` for a host-less Ethos-U target; a :class:`kiln.compiler.CompileResult`.
+    ``sample_inputs`` (an .npz of float inputs) replace the calibration samples in the gate."""
     from kiln.compiler import CompileResult
     from kiln.partition.vela import vela_handoff
 
@@ -44,7 +46,7 @@ def compile_npu_only(model: Path, framework: str | None, spec: TargetSpec, compi
         partition = vela_handoff(src["int8"], "tflite", spec.name, workdir / "vela", staging)
         partition["files"] = ["model_int8.tflite", *partition["files"]]
         progress("verify")
-        report = _gate(src, options)
+        report = _gate(src, options, sample_inputs)
         progress("pack")
         manifest = _manifest(spec, compiler_options, model, src, options, report, staging)
         manifest = dataclasses.replace(manifest, quantization=src["info"], partition=partition)
@@ -120,7 +122,7 @@ def _quantize(model: Path, framework: str, options: CompileOptions, workdir: Pat
             "names": names, "signature": signature, "info": info}
 
 
-def _gate(src: dict, options: CompileOptions) -> dict:
+def _gate(src: dict, options: CompileOptions, sample_inputs=None) -> dict:
     """The int8 TFLite fed to Vela against the float model, under LiteRT; raises
     ``accuracy_regression`` below the int8 thresholds (kiln.quantize.accuracy)."""
     from kiln.quantize.accuracy import int8_tolerance
@@ -133,7 +135,13 @@ def _gate(src: dict, options: CompileOptions) -> dict:
     if not options.verify:
         return {"verified": False, "npu_run": False, "reason": f"{NOT_RUN}; --no-verify"}
     outs = [t.name for t in src["signature"].outputs]
-    figs = int8_vs_fp32(src["float"], src["int8"], src["samples"], src["names"], outs)
+    samples, given = src["samples"], "calibration sample(s)"
+    if sample_inputs:
+        from kiln.verify.inputs import load_sample_inputs
+
+        samples = [load_sample_inputs(Path(sample_inputs), src["signature"])]
+        given = f"input(s) from {Path(sample_inputs).name}"
+    figs = int8_vs_fp32(src["float"], src["int8"], samples, src["names"], outs)
     rows, bad = [], []
     for f in figs["outputs"]:
         tol = int8_tolerance(options.tolerance, _ref_scale(f))
@@ -150,8 +158,8 @@ def _gate(src: dict, options: CompileOptions) -> dict:
                              "--atol / --min-cosine if this is expected")
     return {"verified": False, "npu_run": False, "passed": True, "mode": "litert-int8",
             "reason": f"{NOT_RUN}; the int8 TFLite that Vela compiled was run with LiteRT "
-                      f"against {reference} on {figs['samples']} calibration sample(s)",
-            "reference": reference, "runtime": figs["runtime"], "inputs": "calibration samples",
+                      f"against {reference} on {figs['samples']} {given}",
+            "reference": reference, "runtime": figs["runtime"], "inputs": given,
             "outputs": rows}
 
 

@@ -118,13 +118,16 @@ def test_u55_reports_ops_left_to_the_cortex_m(tmp_path):
         return keras.ops.sqrt(keras.ops.abs(x) + 1.0)
 
     model = _keras_model(tmp_path / "sqrt.keras", 8, body)
+    np.savez(tmp_path / "x.npz", image=np.full((1, 8, 8, 3), 0.5, np.float32))
     res = compile_model(model, target="ethos-u55", output=tmp_path / "sqrt.tar.gz",
-                        options=_int8(_calibration(tmp_path / "c.npz", 8)))
+                        options=_int8(_calibration(tmp_path / "c.npz", 8)),
+                        sample_inputs=tmp_path / "x.npz")
     p = res.manifest.partition
     assert p["cpu_operators"] >= 1 and 0 < p["npu_operator_share"] < 1
     ops = {c["op"] for c in p["cpu_fallback"]}
     assert "SQRT" in ops and all(c["reason"] for c in p["cpu_fallback"])
-    assert res.manifest.verification["outputs"][0]["cosine"] >= 0.99
+    ver = res.manifest.verification  # the gate ran the given inputs, not the calibration set
+    assert ver["outputs"][0]["cosine"] >= 0.99 and ver["inputs"] == "input(s) from x.npz"
 
 
 def test_u55_float_compile_and_onnx_fail_with_codes(u55, tmp_path):
@@ -193,8 +196,21 @@ def test_u55_cli_float_compile_and_bad_calibration(u55, tmp_path):
     assert res.returncode == ERROR_CODES["invalid_quantize_options"].exit_status, res.stderr
     assert res.stderr.startswith("error[invalid_quantize_options]: ")
     assert "--quantize int8 --calibration" in " ".join(res.stderr.split())
+    from kiln.compiler import compile_model
+
     np.savez(tmp_path / "bad.npz", pixels=np.zeros((2, 16, 16, 3), np.float32))
-    res = _kiln("compile", model, "--target", "ethos-u55", "--quantize", "int8",
-                "--calibration", tmp_path / "bad.npz", cwd=tmp_path)
-    assert res.returncode == ERROR_CODES["invalid_calibration"].exit_status, res.stderr
-    assert "Traceback" not in res.stderr
+    with pytest.raises(KilnError) as info:  # the existing calibration checks, by input name
+        compile_model(model, target="ethos-u55", options=_int8(tmp_path / "bad.npz"))
+    assert info.value.code == "invalid_calibration" and "'image'" in info.value.hint
+
+
+def test_u55_gate_fails_below_the_threshold(u55, tmp_path):
+    from kiln.compiler import compile_model
+    from kiln.options import Tolerance
+
+    _, model, calib = u55
+    strict = CompileOptions(quantize=_int8(calib).quantize,
+                            tolerance=Tolerance(atol=1e-9, rtol=0.0, min_cosine=0.99))
+    with pytest.raises(KilnError) as info:  # int8 rounding is far above 1e-9
+        compile_model(model, target="ethos-u55", options=strict, output=tmp_path / "s.tar.gz")
+    assert info.value.code == "accuracy_regression" and "Vela" in info.value.message
