@@ -62,17 +62,22 @@ def vela_handoff(source: Path, framework: str, target: str, workdir: Path,
                                                             for k in _FIGURES if k in row},
               "files": [f"{FOLDER}/model_vela.tflite", f"{FOLDER}/vela_summary.csv",
                         f"{FOLDER}/README.md"], "handoff": f"{FOLDER}/README.md"}
-    if system:  # host-less MCU target: the ops Vela leaves to the Cortex-M, and why
-        report["cpu_fallback"] = [{"op": op, "tensor": ofm, "reason": why.strip()}
-                                  for op, ofm, why in _CPU_OP.findall(proc.stdout)]
-        total = (report["npu_operators"] or 0) + (report["cpu_operators"] or 0)
-        report["npu_operator_share"] = (report["npu_operators"] or 0) / total if total else 0.0
+    if system:  # host-less MCU target
         from kiln.partition.readme import ethos_u_mcu_readme
 
+        report = _with_cpu_fallback(report, proc.stdout)
         (dest / "README.md").write_text(ethos_u_mcu_readme(report))
     else:
         (dest / "README.md").write_text(_readme(report))
     return report
+
+
+def _with_cpu_fallback(report: dict, stdout: str) -> dict:
+    """The ops Vela leaves to the CPU (with Vela's reason) and the NPU's share of the ops."""
+    npu, cpu = report["npu_operators"] or 0, report["cpu_operators"] or 0
+    return {**report, "npu_operator_share": npu / (npu + cpu) if npu + cpu else 0.0,
+            "cpu_fallback": [{"op": op, "tensor": ofm, "reason": why.strip()}
+                             for op, ofm, why in _CPU_OP.findall(stdout)]}
 
 
 def _readme(r: dict) -> str:
