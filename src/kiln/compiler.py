@@ -75,6 +75,12 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     step = progress or (lambda _name: None)
     spec, copts = resolve_target(target, platform, compiler_options)
     model, framework, package = open_model(model, framework, workdir)  # a Neo tarball: its model
+    if spec.os == "none":  # an NPU beside a Cortex-M without an OS: Vela only, no CPU library
+        from kiln.compiler_npu import compile_npu_only
+
+        return compile_npu_only(model, framework, spec, copts.to_dict(), options=options,
+                                output=output, package=package, progress=step, workdir=workdir,
+                                sample_inputs=sample_inputs)
     int8 = _int8(model, framework, options, workdir, step)
     if is_tree_model(model, framework):
         from kiln.compiler_trees import compile_trees
