@@ -167,3 +167,40 @@ def check_device_code(path: Path, gpu_arch: str) -> dict:
                         "'kilnml[cuda]'); run with KILN_DEBUG=1",
                         details=str(code))
     return code
+
+
+def cubin_kernels(path: Path) -> dict[str, tuple[int, int, int]]:
+    """The kernels of the first cubin a library embeds and each one's maximum block size
+    (``__launch_bounds__``: the EIATTR_MAX_THREADS attribute of its ``.nv.info.<kernel>``
+    section), read from the ELF without cuobjdump."""
+    data = Path(path).read_bytes()
+    at = data.find(b"\x7fELF", 1)
+    while at > 0 and _cubin_arch(data, at) is None:
+        at = data.find(b"\x7fELF", at + 4)
+    if at < 0:
+        return {}
+    (shoff,) = struct.unpack_from("<Q", data, at + 0x28)
+    entsize, count, strndx = struct.unpack_from("<HHH", data, at + 0x3A)
+    sections = [struct.unpack_from("<IIQQQQ", data, at + shoff + i * entsize)
+                for i in range(count)]
+    names = at + sections[strndx][4]
+    kernels = {}
+    for name_at, _, _, _, offset, size in sections:
+        name = data[names + name_at:data.index(b"\0", names + name_at)].decode()
+        if name.startswith(".nv.info."):
+            kernels[name[len(".nv.info."):]] = _max_threads(data, at + offset, size)
+    return kernels
+
+
+def _max_threads(data: bytes, start: int, size: int) -> tuple[int, int, int]:
+    pos, found = start, (0, 0, 0)
+    while pos < start + size:
+        fmt, attr = data[pos], data[pos + 1]
+        if fmt != 4:            # EIFMT_NVAL / BVAL / HVAL: 4 bytes in all
+            pos += 4
+            continue
+        (length,) = struct.unpack_from("<H", data, pos + 2)
+        if attr == 0x05:        # EIATTR_MAX_THREADS: x, y, z
+            found = struct.unpack_from("<III", data, pos + 4)
+        pos += 4 + length
+    return found

@@ -19,7 +19,7 @@ GPU_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 4915
               "registers_per_block": 65536, "thread_warp_size": 32, "max_num_threads": 1024}
 
 
-def tuning_target(spec) -> tvm.target.Target:
+def cuda_tuning_target(spec) -> tvm.target.Target:
     """The TVM target of ``spec``'s GPU (host included) with the limits MetaSchedule reads."""
     from kiln.codegen.cuda_build import cuda_target
 
