@@ -178,3 +178,21 @@ def test_dlight_seed_records_replay_to_dlights_schedules(model, tasks, tmp_path)
     assert "+tuned (4 kernels from the tuning database)" in manifest.compile_options["pipeline"]
     _, default = _compile(model, tmp_path / "default", tmp_path / "empty")
     assert seeded == default and len(default) == 4
+
+
+def test_gpu_check_skips_tuning_where_it_cannot_tune(tmp_path):
+    """bench/gpu_check.py's tuning step is skipped with the reason, never failed, offline
+    (the GPU host has the artifacts, not the compiler) or when turned off."""
+    import argparse
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", path)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    for args, reason in ((argparse.Namespace(tune_seconds=300.0, artifacts=tmp_path), "offline"),
+                         (argparse.Namespace(tune_seconds=0.0, artifacts=None), "is 0")):
+        report: dict = {"stages": {}}
+        check.tuning_step(report, args, "sm_86", tmp_path, {})
+        assert reason in report["tuning"]["skipped"] and report["stages"] == {}
+    assert check.tuning_unavailable() is None        # this host has the compiler and extras
