@@ -105,7 +105,7 @@ def _commit(spec, target, task, sch) -> None:
         ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
 
 
-def _compile(model: Path, out: Path, tune_dir: Path, **options):
+def _compile(model: Path, out: Path, tune_dir: Path, copts: dict | None = None, **options):
     from kiln.codegen.cuda_build import cubin_kernels
     from kiln.compiler import compile_model
     from kiln.options import CompileOptions
@@ -114,7 +114,7 @@ def _compile(model: Path, out: Path, tune_dir: Path, **options):
     os.environ["KILN_TUNE_DIR"] = str(tune_dir)
     try:
         result = compile_model(model, target="ml_g5", output=out / "a.tar.gz",
-                               options=CompileOptions(**options))
+                               compiler_options=copts, options=CompileOptions(**options))
     finally:
         os.environ.pop("KILN_TUNE_DIR") if old is None else os.environ.update(KILN_TUNE_DIR=old)
     with tarfile.open(result.artifact) as tar:
@@ -178,6 +178,28 @@ def test_dlight_seed_records_replay_to_dlights_schedules(model, tasks, tmp_path)
     assert "+tuned (4 kernels from the tuning database)" in manifest.compile_options["pipeline"]
     _, default = _compile(model, tmp_path / "default", tmp_path / "empty")
     assert seeded == default and len(default) == 4
+
+
+def test_float16_compiles_find_the_float16_tuning_records(model, tasks, tmp_path):
+    """With dtype float16 the tasks are extracted after the same ToMixedPrecision as the build,
+    so a float16 compile finds every record (gpu-check tunes ResNet-50 in float16)."""
+    from kiln.importers import import_model
+    from kiln.optimize.cuda_tuning import cuda_tasks
+
+    spec = tasks[0]
+    imported = import_model(model, input_shapes=None, framework="onnx", workdir=model.parent)
+    target, _, found, scheds = cuda_tasks(imported.mod, spec, dtype="float16")
+    assert any("float16" in t.dispatched[0].script() for t in found)
+    tune_dir = tmp_path / "db"
+    os.environ["KILN_TUNE_DIR"] = str(tune_dir)
+    try:
+        for task, sch in zip(found, scheds):
+            _commit(spec, target, task, sch)
+    finally:
+        os.environ.pop("KILN_TUNE_DIR")
+    manifest, _ = _compile(model, tmp_path / "fp16", tune_dir, {"dtype": "float16"})
+    assert manifest.compile_options["pipeline"].endswith(
+        f"+float16+tuned ({len(found)} kernels from the tuning database)")
 
 
 def test_gpu_check_skips_tuning_where_it_cannot_tune(tmp_path):
