@@ -218,3 +218,26 @@ def test_gpu_check_skips_tuning_where_it_cannot_tune(tmp_path):
         check.tuning_step(report, args, "sm_86", tmp_path, {})
         assert reason in report["tuning"]["skipped"] and report["stages"] == {}
     assert check.tuning_unavailable() is None        # this host has the compiler and extras
+
+
+def test_the_tuning_builder_makes_an_sm86_candidate_without_a_gpu(tasks):
+    """`kiln tune`'s builder (a fresh worker process: CUDA runtime loaded, NVRTC inside
+    ``with target:``, linked by zig) builds DLight's schedule of a kernel into a loadable
+    library with an sm_86 cubin; only timing it needs the GPU."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from kiln.codegen.cuda_build import check_device_code, cubin_kernels
+    from kiln.optimize.cuda_tuning import _builder_runner
+    from kiln.optimize.tuning import _remove
+    from kiln.options import TuneOptions
+
+    spec, target, _, found, scheds = tasks
+    builder, _ = _builder_runner(spec, TuneOptions(trials=1, build_workers=1))
+    sch = scheds[[t.task_name for t in found].index(KERNEL)]
+    (result,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+    try:
+        assert result.error_msg is None, result.error_msg[-2000:]
+        assert check_device_code(Path(result.artifact_path), "sm_86")["cubins"] == 1
+        assert list(cubin_kernels(Path(result.artifact_path))) == ["main_kernel"]
+    finally:
+        _remove(result.artifact_path)

@@ -47,15 +47,22 @@ def _cuda_worker() -> None:
     """Builder / runner process start: TVM's CUDA runtime loaded and NVRTC mode on."""
     from kiln.codegen.cuda_env import enable_cuda_codegen
 
-    env = enable_cuda_codegen()
+    env = enable_cuda_codegen(intrinsics=False)
     os.environ["TVM_CUDA_COMPILE_MODE"] = "nvrtc"
     os.environ.setdefault("CUDA_PATH", env["cuda_path"])
+
+
+def _cuda_build(mod, target, params):
+    """MetaSchedule's build inside ``with target:``: NVRTC takes the GPU arch from the current
+    target (without it, it asks the GPU, and a build host has none)."""
+    with target:
+        return _fast_build(mod, target, params)
 
 
 def _builder_runner(spec: TargetSpec, options: TuneOptions):
     workers = max(1, min(options.build_workers, os.cpu_count() or 1))
     builder = ms.builder.LocalBuilder(max_workers=workers, timeout_sec=120.0,
-                                      f_build=_fast_build, initializer=_cuda_worker,
+                                      f_build=_cuda_build, initializer=_cuda_worker,
                                       f_export=partial(_export_shared, spec.arch, spec.triple))
     evaluator = ms.runner.EvaluatorConfig(number=10, repeat=3, min_repeat_ms=50,
                                           enable_cpu_cache_flush=False)
