@@ -164,7 +164,7 @@ def tune_model(model: str | Path, tuning: TuneOptions, *, target: str | None = N
 
     spec, copts = resolve_target(target, platform, compiler_options)
     check_buildable(spec)
-    _check_tune_device(spec, copts)
+    _check_tune_device(spec, copts, tuning)
     dtype = _compute_dtype(spec, copts)
     with tempfile.TemporaryDirectory(prefix="kiln-import-") as workdir:
         path, framework, _ = open_model(Path(model), None, Path(workdir))
@@ -184,7 +184,7 @@ def _tune(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
     return tune_kernels(imported.mod, spec, tuning, dtype=dtype, progress=progress)
 
 
-def _check_tune_device(spec: TargetSpec, copts) -> None:
+def _check_tune_device(spec: TargetSpec, copts, tuning: TuneOptions) -> None:
     """An NVIDIA target tunes on this machine's GPU: refuse before the model is imported when
     there is none of the target's arch (``device_unavailable``)."""
     if spec.accelerator != "nvidia":
@@ -193,7 +193,7 @@ def _check_tune_device(spec: TargetSpec, copts) -> None:
     from kiln.optimize.cuda_gpu import check_tuning_gpu
 
     check_cuda_options(spec, copts.cuda_ver)
-    check_tuning_gpu(spec)
+    check_tuning_gpu(spec, rpc=tuning.rpc)
 
 
 def _int8(model: Path, framework, options: CompileOptions, workdir: Path, step):

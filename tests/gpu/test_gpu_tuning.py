@@ -45,6 +45,14 @@ def test_tune_for_a_gpu_target_without_a_gpu_is_device_unavailable(model, tmp_pa
     assert list(tmp_path.iterdir()) == []          # no database was created
 
 
+def test_tune_for_a_gpu_target_refuses_rpc(model, tmp_path):
+    proc = run_kiln("tune", model, "--target", "ml_g5", "--trials", "8", "--rpc",
+                    "127.0.0.1:9", "--rpc-key", "g5", env={"KILN_TUNE_DIR": str(tmp_path)})
+    assert proc.returncode == 23, proc.stderr
+    assert "error[invalid_options]" in proc.stderr and "GPU of the machine" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @no_gpu
 def test_compile_with_tuning_for_a_gpu_target_without_a_gpu_is_device_unavailable(
         model, tmp_path, monkeypatch):

@@ -35,13 +35,16 @@ def _driver_gpus() -> list[dict]:
         return []
 
 
-def check_tuning_gpu(spec: TargetSpec) -> dict:
+def check_tuning_gpu(spec: TargetSpec, *, rpc: str | None = None) -> dict:
     """The GPU here that tunes ``spec`` (``{"name", "arch", "driver", "index"}``), else
     ``device_unavailable`` saying what is (or is not) here. Imports nothing heavy, writes
     nothing; when CUDA_VISIBLE_DEVICES is unset it is pointed at that GPU, so that the runner
     processes (which time on CUDA device 0) use it."""
     from kiln.artifact.gpu import driver_loadable, host_gpus
 
+    if rpc is not None:
+        raise KilnError("invalid_options", f"--rpc measures on a CPU device; {spec.name} is "
+                        "tuned on the GPU of the machine that runs `kiln tune`", hint=_HINT)
     what = f"tuning for {spec.name} measures kernels on its GPU ({spec.gpu_arch})"
     if not driver_loadable():
         raise KilnError("device_unavailable", f"{what}, but this machine has no NVIDIA driver "

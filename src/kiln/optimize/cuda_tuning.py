@@ -21,7 +21,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from kiln.errors import KilnError
-from kiln.optimize.cuda_gpu import _HINT, check_tuning_gpu
+from kiln.optimize.cuda_gpu import check_tuning_gpu
 from kiln.optimize.cuda_pipeline import cuda_tuning_target, dlight_schedule, pre_schedule_passes
 from kiln.optimize.tune_db import database_dir, write_info
 from kiln.optimize.tuning import (Progress, TuneReport, _check_extras, _export_shared,
@@ -81,10 +81,7 @@ def tune_cuda(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     check_cuda_options(spec, None)
-    if options.rpc is not None:
-        raise KilnError("invalid_options", "--rpc tunes CPU devices; an NVIDIA target is tuned "
-                        "on the GPU of the machine running `kiln tune`", hint=_HINT)
-    check_tuning_gpu(spec)
+    check_tuning_gpu(spec, rpc=options.rpc)
     _check_extras()
     enable_cuda_codegen()
     with cuda_compile_env():
