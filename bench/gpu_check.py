@@ -7,6 +7,11 @@ and time Kiln against PyTorch eager (CUDA) and ONNX Runtime's CUDA provider when
                                                     # on the build host (no GPU needed)
     python bench/gpu_check.py --artifacts gpu-artifacts   # on an offline GPU machine: run only
 
+With a GPU and the compiler here (not with --artifacts), it also tunes ResNet-50 float16 on the
+GPU for --tune-seconds (KILN_GPU_TUNE_SECONDS, default 300; 0 skips it) into a database of its
+own (<out>/tune-db), compiles it again with that database and records untuned vs tuned latency
+under "tuning" in the JSON. Without the compiler (apache-tvm), tuning is skipped with a note.
+
 Every stage reports its own error and the check goes on; the JSON (bench/results/
 <date>-gpu-<arch>.json, or --results) holds every figure and every error. Exit status 0 when
 every model that ran matched ONNX Runtime, 1 otherwise, 2 when no GPU was found.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import time
@@ -185,6 +191,75 @@ def check_model(report: dict, name: str, path: Path, artifacts: dict[str, str]) 
     return row
 
 
+TUNE_MODEL, TUNE_DTYPE = "resnet50", "float16"
+
+
+def tuning_unavailable() -> str | None:
+    """Why this host cannot tune (the offline GPU host has only the artifacts' runtime)."""
+    import importlib.util
+
+    missing = [m for m in ("tvm", "cuda.bindings", "xgboost", "psutil", "cloudpickle", "tornado")
+               if importlib.util.find_spec(m.split(".")[0]) is None]
+    if missing:
+        return (f"tuning needs the compiler and the tune extra here (missing: "
+                f"{', '.join(missing)}): pip install -e '.[cuda,tune]'")
+    return None
+
+
+def tune_and_time(report: dict, arch: str, out: Path, seconds: float,
+                  untuned: str | None) -> dict:
+    """Tune TUNE_MODEL on this GPU into <out>/tune-db, compile it with the database and time
+    the untuned and the tuned artifact."""
+    import kiln
+    from kiln.compiler import tune_model
+    from kiln.options import TuneOptions
+
+    path = out / f"{TUNE_MODEL}.onnx"
+    plat = "LINUX/ARM64/NVIDIA" if platform.machine() in ("aarch64", "arm64") else \
+        "LINUX/X86_64/NVIDIA"
+    opts = {"gpu-code": arch, "dtype": TUNE_DTYPE}
+    saved = os.environ.get("KILN_TUNE_DIR")
+    os.environ["KILN_TUNE_DIR"] = str(out / "tune-db")
+    try:
+        tuned_report = tune_model(path, TuneOptions(time_budget_s=seconds), platform=plat,
+                                  compiler_options=opts,
+                                  progress=lambda msg: print(f"[tune] {msg}", file=sys.stderr))
+        res = kiln.compile(path, platform=plat, compiler_options=opts,
+                           output=out / f"{TUNE_MODEL}-{arch}-{TUNE_DTYPE}-tuned.tar.gz")
+    finally:
+        os.environ.pop("KILN_TUNE_DIR") if saved is None else \
+            os.environ.update(KILN_TUNE_DIR=saved)
+    row = {"model": TUNE_MODEL, "dtype": TUNE_DTYPE, "budget_s": seconds,
+           "report": tuned_report.to_dict(), "pipeline": res.manifest.compile_options["pipeline"],
+           "verification": res.manifest.verification, "median_ms": {}}
+    feed = feed_for(path)
+    for key, artifact in (("untuned", untuned), ("tuned", str(res.artifact))):
+        if artifact is not None:
+            model = kiln.load(artifact, device="gpu")
+            row["median_ms"][key] = round(median_ms(model.run, feed), 3)
+    if len(row["median_ms"]) == 2:
+        row["speedup_tuned_vs_untuned"] = row["median_ms"]["untuned"] / row["median_ms"]["tuned"]
+    return row
+
+
+def tuning_step(report: dict, args, arch: str, folder: Path, built: dict) -> None:
+    """The optional tuning step: skipped (with the reason in the JSON) rather than failed."""
+    why = ("--tune-seconds is 0" if not args.tune_seconds else
+           "offline run (--artifacts): the compiler is on the build host" if args.artifacts
+           else tuning_unavailable())
+    if why:
+        print(f"[tune] skipped: {why}", file=sys.stderr)
+        report["tuning"] = {"skipped": why}
+        return
+    untuned = built.get(TUNE_MODEL, {}).get(TUNE_DTYPE)
+    report["tuning"] = stage(report, f"{TUNE_MODEL}/kiln_tune", tune_and_time, report, arch,
+                             folder, args.tune_seconds,
+                             None if untuned is None else str(folder / Path(untuned).name))
+    if report["tuning"] is not None:
+        print(json.dumps({k: v for k, v in report["tuning"].items() if k != "report"}),
+              file=sys.stderr, flush=True)
+
+
 def build(report: dict, arch: str, out: Path) -> dict[str, dict[str, str]]:
     """Models and artifacts in ``out`` (the compile runs the accuracy gate on the GPU if any)."""
     paths = stage(report, "save_models", save_models, out) or {}
@@ -208,6 +283,9 @@ def main() -> int:
     ap.add_argument("--build-only", action="store_true", help="compile, do not run (no GPU)")
     ap.add_argument("--artifacts", type=Path, help="run the artifacts --build-only made")
     ap.add_argument("--results", type=Path, help="the JSON to write")
+    ap.add_argument("--tune-seconds", type=float, default=float(
+        os.environ.get("KILN_GPU_TUNE_SECONDS", "300")), help="seconds of GPU tuning of "
+        f"{TUNE_MODEL} {TUNE_DTYPE} (default $KILN_GPU_TUNE_SECONDS or 300; 0: no tuning)")
     args = ap.parse_args()
     report: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "host": platform.machine(), "stages": {}, "models": []}
@@ -231,6 +309,7 @@ def main() -> int:
             if row is not None:
                 report["models"].append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
+        tuning_step(report, args, arch, folder, built)
     failed = [k for k, v in report["stages"].items() if not v["ok"] and "kiln" in k] or \
         [f"{r['model']}/{k}" for r in report["models"] for k, a in r["accuracy"].items()
          if k.startswith("kiln") and not a["passed"]]

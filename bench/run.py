@@ -2,7 +2,7 @@
 installed: pip install 'kilnml[bench]' and the torch CPU wheel) on the benchmark models.
 
     .venv/bin/python bench/run.py [--models resnet18,mlp] [--batches 1,8] [--threads 2]
-                                  [--tune-budget 900]
+                                  [--tune-budget 900 | --tuned-db DIR] [--tag tuned]
 
 Every runtime runs in this one process with the same thread count, each interleaved round by
 round with ONNX Runtime alone (pairs, so that idle pools of the others do not steal the cores);
@@ -51,16 +51,22 @@ def openvino_session(path: Path, threads: int):
     return lambda feed: compiled(feed)
 
 
-def kiln_session(path: Path, workdir: Path, tune_budget: float | None = None):
-    """Kiln's default compile (no tuning database), or a compile that first tunes for
-    ``tune_budget`` seconds into a database of its own."""
+def kiln_session(path: Path, workdir: Path, tune_budget: float | None = None,
+                 tuned_db: Path | None = None):
+    """Kiln's default compile (no tuning database), a compile that first tunes for
+    ``tune_budget`` seconds into a database of its own, or one that applies the database
+    ``tuned_db`` made earlier (``kiln tune --time-budget 900`` into $KILN_TUNE_DIR)."""
     import kiln
     from kiln.options import CompileOptions
 
     start = time.perf_counter()
-    tag = "tuned" if tune_budget else "default"
-    options = CompileOptions(tune_time_budget=tune_budget) if tune_budget else \
-        CompileOptions(use_tuning_db=False)
+    tag = "tuned" if tune_budget or tuned_db else "default"
+    if tuned_db:
+        os.environ["KILN_TUNE_DIR"] = str(tuned_db)
+        options = CompileOptions()
+    else:
+        options = CompileOptions(tune_time_budget=tune_budget) if tune_budget else \
+            CompileOptions(use_tuning_db=False)
     res = kiln.compile(path, platform="LINUX/X86_64", output=workdir / f"{path.stem}-{tag}.tar.gz",
                        options=options)
     compile_s = time.perf_counter() - start
@@ -84,7 +90,7 @@ def interleaved(runners: dict, feed: dict, rounds: int, per_round: int) -> dict:
 
 
 def bench_model(name: str, batch: int, threads: int, workdir: Path, rounds: int,
-                tune_budget: float = 0.0) -> dict:
+                tune_budget: float = 0.0, tuned_db: Path | None = None) -> dict:
     import onnx
 
     from kiln.examples.zoo import ZOO
@@ -104,8 +110,8 @@ def bench_model(name: str, batch: int, threads: int, workdir: Path, rounds: int,
     kiln_run, compile_s, kmodel = kiln_session(path, workdir)
     runners["kiln"] = kiln_run
     extra = {}
-    if tune_budget:
-        tuned_run, tuned_s, tuned_model = kiln_session(path, workdir, tune_budget)
+    if tune_budget or tuned_db:
+        tuned_run, tuned_s, tuned_model = kiln_session(path, workdir, tune_budget, tuned_db)
         runners["kiln_tuned"] = tuned_run
         extra = {"kiln_tuned_compile_s": tuned_s,
                  "kiln_tuned_pipeline": tuned_model.manifest.compile_options["pipeline"]}
@@ -185,6 +191,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tune-budget", type=float, default=0.0,
                     help="seconds of tuning per model and batch for the kiln_tuned column (0: none)")
+    ap.add_argument("--tuned-db", type=Path, default=None,
+                    help="a tuning-database folder made earlier with `KILN_TUNE_DIR=DIR kiln tune "
+                         "MODEL --platform LINUX/X86_64 --time-budget 900`: the kiln_tuned column "
+                         "applies it instead of tuning in this run (so the timing runs on an idle "
+                         "machine even when the tuning did not)")
+    ap.add_argument("--tag", default="",
+                    help="suffix of the results file, so a partial run (e.g. the tuned column) "
+                         "does not replace the full one")
     args = ap.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     rows = []
@@ -193,7 +207,7 @@ def main() -> int:
         for name in args.models.split(","):
             for batch in map(int, args.batches.split(",")):
                 row = bench_model(name, batch, args.threads, Path(tmp), args.rounds,
-                                  args.tune_budget)
+                                  args.tune_budget, args.tuned_db)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     import kiln
@@ -201,7 +215,7 @@ def main() -> int:
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "host": platform.node(), "cpu": _cpu_name(), "kiln": kiln.__version__,
               "threads": args.threads, "rows": rows}
-    out = HERE / "results" / f"{dt.date.today()}-{platform.machine()}.json"
+    out = HERE / "results" / f"{dt.date.today()}-{platform.machine()}{'-' + args.tag if args.tag else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     picture = plot(rows, out.with_suffix(".png"))

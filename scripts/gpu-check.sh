@@ -9,7 +9,10 @@
 # Runtime are used), installs Kiln with its cuda extra and what the check needs with pip, and
 # runs bench/gpu_check.py. Each step reports its own failure and the check goes on; results go
 # to bench/results/<date>-gpu-<arch>.json. Environment: PYTHON (default python3),
-# KILN_GPU_VENV (default .venv-gpu), KILN_GPU_INSTALL_TORCH=1 to pip install torch if missing.
+# KILN_GPU_VENV (default .venv-gpu), KILN_GPU_INSTALL_TORCH=1 to pip install torch if missing,
+# KILN_GPU_TUNE_SECONDS (default 300; 0 = none): MetaSchedule tuning of ResNet-50 float16 on the
+# GPU, then untuned vs tuned latency in the JSON. Tuning needs the compiler on the GPU host, so
+# an offline run (--artifacts) skips it with a note.
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -41,8 +44,10 @@ if [ "$offline" = 1 ]; then
   "$PY" -c "import numpy, onnx, onnxruntime" 2>/dev/null || \
     "$PY" -m pip install numpy onnx onnxruntime || warn "numpy/onnx/onnxruntime missing"
 else
-  step "pip install -e .[cuda] onnx"
-  "$PY" -m pip install -q -e ".[cuda]" onnx || warn "installing Kiln failed"
+  extras="cuda"
+  [ "${KILN_GPU_TUNE_SECONDS:-300}" != 0 ] && extras="cuda,tune"   # tuning: xgboost & co
+  step "pip install -e .[$extras] onnx"
+  "$PY" -m pip install -q -e ".[$extras]" onnx || warn "installing Kiln failed"
   if ! "$PY" -c "import onnxruntime" 2>/dev/null; then
     step "onnxruntime (GPU build if pip has one, else CPU)"
     "$PY" -m pip install -q onnxruntime-gpu || "$PY" -m pip install -q onnxruntime || \

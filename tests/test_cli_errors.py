@@ -221,3 +221,17 @@ def test_run_good_input_succeeds(artifact, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "error[" not in res.stderr
     assert np.load(tmp_path / "o.npz")["y"].shape == (1, 10)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "a.tar.gz", "--input", "x=x.npy"], "Missing option '--output'"),
+    (["compile"], "Missing argument 'model'"),
+    (["compile", "m.onnx", "--bogus"], "No such option: --bogus"),
+])
+def test_usage_errors_are_one_line_with_exit_status_2(tmp_path, args, fragment):
+    # typer vendors its own click: its usage errors are not click.ClickException subclasses
+    res = kiln(*args, cwd=tmp_path)
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert "Traceback" not in res.stderr and "internal_error" not in res.stderr, res.stderr
+    assert res.stderr.strip() == f"error[usage]: {fragment}." or \
+        res.stderr.strip().startswith(f"error[usage]: {fragment}"), res.stderr

@@ -74,6 +74,12 @@ def _compile(model: Path, *, target, platform, compiler_options, output, options
     step = progress or (lambda _name: None)
     spec, copts = resolve_target(target, platform, compiler_options)
     model, framework, package = open_model(model, framework, workdir)  # a Neo tarball: its model
+    if spec.os == "none":  # an NPU beside a Cortex-M without an OS: Vela only, no CPU library
+        from kiln.compiler_npu import compile_npu_only
+
+        return compile_npu_only(model, framework, spec, copts.to_dict(), options=options,
+                                output=output, package=package, progress=step, workdir=workdir,
+                                sample_inputs=sample_inputs)
     int8 = _int8(model, framework, options, workdir, step)
     if is_tree_model(model, framework):
         from kiln.compiler_trees import compile_trees
@@ -243,6 +249,7 @@ def tune_model(model: str | Path, tuning: TuneOptions, *, target: str | None = N
 
     spec, copts = resolve_target(target, platform, compiler_options)
     check_buildable(spec)
+    _check_tune_device(spec, copts, tuning)
     dtype = _compute_dtype(spec, copts)
     with tempfile.TemporaryDirectory(prefix="kiln-import-") as workdir:
         path, framework, _ = open_model(Path(model), None, Path(workdir))
@@ -253,13 +260,25 @@ def tune_model(model: str | Path, tuning: TuneOptions, *, target: str | None = N
 
 def _tune(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
           progress: Progress | None = None):
+    if spec.accelerator == "nvidia":
+        from kiln.optimize.cuda_tuning import tune_cuda
+
+        return tune_cuda(imported.mod, spec, tuning, dtype=dtype, progress=progress)
     from kiln.optimize.tuning import tune_model as tune_kernels
 
-    if spec.accelerator == "nvidia":
-        raise KilnError("target_not_yet_supported", f"tuning for {spec.name!r} would measure "
-                        "kernels on its GPU, which Kiln does not drive yet",
-                        hint="compile without tuning: the GPU kernels get DLight's schedules")
     return tune_kernels(imported.mod, spec, tuning, dtype=dtype, progress=progress)
+
+
+def _check_tune_device(spec: TargetSpec, copts, tuning: TuneOptions) -> None:
+    """An NVIDIA target tunes on this machine's GPU: refuse before the model is imported when
+    there is none of the target's arch (``device_unavailable``)."""
+    if spec.accelerator != "nvidia":
+        return
+    from kiln.codegen.cuda_build import check_cuda_options
+    from kiln.optimize.cuda_gpu import check_tuning_gpu
+
+    check_cuda_options(spec, copts.cuda_ver)
+    check_tuning_gpu(spec, rpc=tuning.rpc)
 
 
 def _int8(model: Path, framework, options: CompileOptions, workdir: Path, step):

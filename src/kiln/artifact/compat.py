@@ -78,6 +78,21 @@ def native_problem(spec: dict, *, fallback: bool = False) -> str | None:
     return None
 
 
+def check_has_cpu_code(manifest) -> None:
+    """Raise ``target_mismatch`` for a host-less NPU artifact (an Ethos-U55 beside a Cortex-M
+    without an OS): it holds Vela's model for the user's firmware, nothing that runs here."""
+    if manifest.runtime.get("kind") != "none":
+        return
+    spec = manifest.target["spec"]
+    raise KilnError("target_mismatch", f"the artifact was built for {manifest.target['name']} "
+                    f"({spec.get('description')}): an MCU NPU target with no CPU library, "
+                    "nothing Kiln can run or load",
+                    hint="build accelerator/model_vela.tflite into TensorFlow Lite Micro with the "
+                         "Ethos-U core driver on the device (accelerator/README.md in the "
+                         "artifact); `kiln inspect` shows Vela's estimate; compile for a Linux "
+                         "target to run the model here")
+
+
 def check_native(spec: dict, *, device: str = "cpu", accelerator: str | None = None,
                  fallback: bool = False) -> None:
     """Raise ``target_mismatch`` unless this host can run the artifact on ``device``."""

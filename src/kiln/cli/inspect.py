@@ -43,9 +43,10 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
     console.print(f"target   {manifest.target['name']}: {spec['description']} "
                   f"[{spec['arch']}, {spec.get('mcpu')}]  {manifest.target['fingerprint'][:23]}…",
                   highlight=False)
+    needs = (f"needs glibc >= {manifest.runtime['min_glibc']}" if manifest.runtime.get("library")
+             else f"no CPU library: {manifest.runtime.get('reason')}")
     console.print(f"model    {manifest.framework} {manifest.source['file']}, built "
-                  f"{manifest.created_at}, needs glibc >= {manifest.runtime['min_glibc']}",
-                  highlight=False)
+                  f"{manifest.created_at}, {needs}", highlight=False)
     status = (f"verified ({ver['mode']}) against {ver['reference']}" if ver.get("verified")
               else f"NOT verified: {ver.get('reason')}")
     console.print(f"accuracy {status}", highlight=False)
@@ -72,6 +73,10 @@ def inspect_artifact(artifact: Path, *, as_json: bool, console: Console) -> None
     for name, f in sorted(manifest.files.items()):
         files.add_row(name, f"{f['size']:,}", f["sha256"][:16])
     console.print(files)
+    if not manifest.runtime.get("library"):  # host-less NPU target: nothing runs on a host
+        console.print(f"no runtime: {manifest.runtime.get('npu_model')} is for the device's "
+                      "firmware", highlight=False)
+        return
     console.print(f"runtime footprint {footprint:,} bytes (runtime libraries + C API + runner); "
                   f"model library {data['footprint']['model_bytes']:,} bytes", highlight=False)
 
@@ -84,9 +89,18 @@ def partition_line(p: dict) -> str:
     if "skipped" in p:
         return f"{head}: not handed off: {p['skipped']}"
     if "npu_operators" in p:
-        return (f"{head}, handed off in {p['handoff']}: {p['npu_operators']} operators on the "
+        est = p["estimate"]
+        line = (f"{head}, handed off in {p['handoff']}: {p['npu_operators']} operators on the "
                 f"NPU, {p['cpu_operators']} on the CPU; Vela estimates "
-                f"{1e3 * float(p['estimate'].get('inference_time', 0)):.3f} ms per inference")
+                f"{1e3 * float(est.get('inference_time', 0)):.3f} ms per inference")
+        if "cpu_fallback" in p:  # host-less MCU target: clock, cycles, memory, CPU ops
+            cpu = ", ".join(f"{c['op']} ({c['reason']})" for c in p["cpu_fallback"]) or "none"
+            line += (f" at {float(est.get('core_clock', 0)) / 1e6:g} MHz "
+                     f"({est.get('cycles_total')} cycles), SRAM {est.get('sram_memory_used')} "
+                     f"KiB, flash {est.get('off_chip_flash_memory_used')} KiB, "
+                     f"{100 * p['npu_operator_share']:.1f}% of operators on the NPU; "
+                     f"left to the Cortex-M: {cpu}")
+        return line
     cpu = ", ".join(f"{c['node']} ({c['reason']})" for c in p["cpu_ops"]) or "none"
     return (f"{head}, handed off in {p['handoff']}: {p['nodes_offloaded']}/{p['nodes']} nodes, "
             f"{100 * p['mac_share']:.1f}% of MACs offloaded; kept on the CPU: {cpu}")

@@ -225,15 +225,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _other_error(exc: BaseException, debug: bool) -> int:
-    import click
+def _click_exceptions():
+    """click's exception modules: typer >= 0.20 raises those of the click copy it vendors
+    (``typer._click``), which are not subclasses of the installed click's."""
+    import click.exceptions
 
-    if isinstance(exc, click.exceptions.Exit):
+    import typer
+
+    modules = [click.exceptions, typer]  # typer.Exit / typer.Abort
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        return modules
+    return modules + [vendored]
+
+
+def _other_error(exc: BaseException, debug: bool) -> int:
+    kinds = _click_exceptions()
+
+    def kind(name: str) -> tuple:
+        return tuple(getattr(m, name) for m in kinds if hasattr(m, name))
+
+    if isinstance(exc, kind("Exit")):
         return exc.exit_code
-    if isinstance(exc, click.exceptions.Abort):
+    if isinstance(exc, kind("Abort")):
         err.print("aborted")
         return 130
-    if isinstance(exc, click.ClickException):
+    if isinstance(exc, kind("ClickException")):
         err.print(f"error[usage]: {exc.format_message()}", highlight=False, markup=False)
         return 2
     if debug:

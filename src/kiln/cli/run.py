@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from kiln.artifact import read_manifest, unpack
+from kiln.artifact.compat import check_has_cpu_code
 from kiln.artifact.digests import check_digests
 from kiln.artifact.manifest import MANIFEST_NAME
 from kiln.errors import KilnError
@@ -50,6 +51,7 @@ def run_artifact(artifact: Path, input_specs: list[str], output: Path, *, repeat
     try:
         folder = open_artifact(artifact, tmp)
         manifest = read_manifest(folder)
+        check_has_cpu_code(manifest)
         check_digests(folder, manifest.files, exclude=(MANIFEST_NAME,))
         sig = manifest.signature
         inputs = conform_inputs(_read_inputs(input_specs, [t.name for t in sig.inputs]), sig)

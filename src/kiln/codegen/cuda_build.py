@@ -68,20 +68,23 @@ def build_cuda_library(imported: ImportedModel, spec: TargetSpec, options: Compi
 
     from kiln.codegen.cuda_env import cuda_compile_env, enable_cuda_codegen
     from kiln.codegen.tvm_build import CompiledModel, export_library
+    from kiln.optimize.cuda_pipeline import cuda_pipeline
 
     check_cuda_options(spec, None)
     env = enable_cuda_codegen()
     target_dict = cuda_target(spec)
     target = tvm.target.Target(target_dict)
     mod = imported.mod
+    tuned, applied = _tuning_pass(spec, options)
     try:
         if dtype == "float16":
             # convolutions and matmuls read float16, accumulate in float32 (tensor cores)
             mod = tvm.relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
-        # the pipeline *name*: TVM then picks its CUDA pipeline with DLight GPU schedules (a
-        # Pass object would skip them and compile everything as host code, without a warning)
+        # the pipeline *name*: TVM then picks its CUDA pipeline with DLight GPU schedules; with
+        # a tuning database, the same passes with the database applied before DLight
         with cuda_compile_env(), target:
-            executable = tvm.compile(mod, target, relax_pipeline="default")
+            executable = tvm.compile(mod, target, relax_pipeline="default" if tuned is None
+                                     else cuda_pipeline(target, tuned))
     except KilnError:
         raise
     except Exception as exc:
@@ -98,8 +101,23 @@ def build_cuda_library(imported: ImportedModel, spec: TargetSpec, options: Compi
               "device_code": code, "compiled_with": f"NVRTC {env['nvrtc']}",
               "build_host_driver": env["driver"], "tvm_target": target_dict}
     pipeline = "cuda default (DLight GPU schedules)" + ("+float16" if dtype == "float16" else "")
+    if tuned is not None:
+        pipeline += f"+tuned ({len(applied)} kernels from the tuning database)"
     return CompiledModel(library=library, tvm_target=target_dict, pipeline=pipeline,
                          device=device)
+
+
+def _tuning_pass(spec: TargetSpec, options: CompileOptions):
+    """The pass applying ``spec``'s tuning database (None when it has none or the compile
+    options turn it off) and the list it fills with the kernels it scheduled."""
+    from kiln.optimize.tune_db import database_dir
+
+    applied: list[str] = []
+    if not options.use_tuning_db or database_dir(spec) is None:
+        return None, applied
+    from kiln.optimize.tuning import apply_database
+
+    return apply_database(spec, applied), applied
 
 
 def inspect_device_code(path: Path) -> dict:
@@ -149,3 +167,40 @@ def check_device_code(path: Path, gpu_arch: str) -> dict:
                         "'kilnml[cuda]'); run with KILN_DEBUG=1",
                         details=str(code))
     return code
+
+
+def cubin_kernels(path: Path) -> dict[str, tuple[int, int, int]]:
+    """The kernels of the first cubin a library embeds and each one's maximum block size
+    (``__launch_bounds__``: the EIATTR_MAX_THREADS attribute of its ``.nv.info.<kernel>``
+    section), read from the ELF without cuobjdump."""
+    data = Path(path).read_bytes()
+    at = data.find(b"\x7fELF", 1)
+    while at > 0 and _cubin_arch(data, at) is None:
+        at = data.find(b"\x7fELF", at + 4)
+    if at < 0:
+        return {}
+    (shoff,) = struct.unpack_from("<Q", data, at + 0x28)
+    entsize, count, strndx = struct.unpack_from("<HHH", data, at + 0x3A)
+    sections = [struct.unpack_from("<IIQQQQ", data, at + shoff + i * entsize)
+                for i in range(count)]
+    names = at + sections[strndx][4]
+    kernels = {}
+    for name_at, _, _, _, offset, size in sections:
+        name = data[names + name_at:data.index(b"\0", names + name_at)].decode()
+        if name.startswith(".nv.info."):
+            kernels[name[len(".nv.info."):]] = _max_threads(data, at + offset, size)
+    return kernels
+
+
+def _max_threads(data: bytes, start: int, size: int) -> tuple[int, int, int]:
+    pos, found = start, (0, 0, 0)
+    while pos < start + size:
+        fmt, attr = data[pos], data[pos + 1]
+        if fmt != 4:            # EIFMT_NVAL / BVAL / HVAL: 4 bytes in all
+            pos += 4
+            continue
+        (length,) = struct.unpack_from("<H", data, pos + 2)
+        if attr == 0x05:        # EIATTR_MAX_THREADS: x, y, z
+            found = struct.unpack_from("<III", data, pos + 4)
+        pos += 4 + length
+    return found

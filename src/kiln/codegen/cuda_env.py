@@ -82,12 +82,20 @@ def _load_driver() -> str:
         return "stub (no NVIDIA driver on this host)"
 
 
-def enable_cuda_codegen() -> dict:
+def enable_cuda_codegen(*, intrinsics: bool = True) -> dict:
     """Make TVM compile CUDA kernels to cubins in this process; return what was used.
+    ``intrinsics=False`` skips the tensor-core intrinsics (only scheduling needs them: a
+    tuning worker that only builds or times kernels starts 10-20 s sooner).
 
     Raises ``missing_dependency`` when the CUDA wheels are not installed."""
-    if _state:
-        return dict(_state)
+    if not _state:
+        _enable()
+    if intrinsics:
+        _import_tensor_intrinsics()
+    return dict(_state)
+
+
+def _enable() -> None:
     import tvm
 
     root = _cu13_root()
@@ -109,11 +117,9 @@ def enable_cuda_codegen() -> dict:
         raise KilnError("cuda_build_incomplete", "TVM's CUDA runtime did not load, so the build "
                         "would embed CUDA source instead of a cubin",
                         hint="reinstall apache-tvm; run with KILN_DEBUG=1")
-    _import_tensor_intrinsics()
     err, major, minor = nvrtc.nvrtcVersion()
     _state.update(driver=driver, nvrtc=f"{major}.{minor}", cuda_path=str(_cuda_path(root)),
                   cudart=importlib.metadata.version("nvidia-cuda-runtime"))
-    return dict(_state)
 
 
 def _import_tensor_intrinsics() -> None:

@@ -79,8 +79,30 @@ def _saved_model(tf, path: Path):
 
 def import_tensorflow(path: Path, framework: str, *, input_shapes=None,
                       workdir: Path | None = None) -> ImportedModel:
-    from kiln.importers.from_onnx import bind_input_shapes
     from kiln.importers.from_tflite import import_tflite
+
+    tf = require_tf()
+    tfl, resolved, outs, derived = convert_to_tflite(path, input_shapes=input_shapes,
+                                                     workdir=workdir)
+    imported = import_tflite(tfl)
+    sig = imported.signature
+    if len(sig.outputs) != len(outs):
+        outs = [o.name for o in sig.outputs]
+    signature = ModelSignature(
+        tuple(TensorInfo(t.name, r.shape, r.dtype) for t, r in zip(resolved, sig.inputs)),
+        tuple(TensorInfo(n, o.shape, o.dtype) for n, o in zip(outs, sig.outputs)))
+    kind = "savedmodel" if path.is_dir() else path.suffix.lstrip(".")
+    return dataclasses.replace(imported, signature=signature, framework=framework, source=path,
+                               derived_shapes=derived, framework_version=tf.__version__,
+                               source_info={"format": kind, "route": "TFLiteConverter -> "
+                                            "tflite -> relax", "float_io": True})
+
+
+def convert_to_tflite(path: Path, *, input_shapes=None, workdir: Path | None = None):
+    """The model traced at the bound shapes and converted by TF's own TFLiteConverter to a
+    float32 ``.tflite`` in ``workdir``: (that file, the bound inputs, output names, derived
+    shapes). Never imports tvm (the Ethos-U55 flow quantizes this file for Vela)."""
+    from kiln.importers.from_onnx import bind_input_shapes
 
     tf = require_tf()
     call, inputs, outs, owner = load_callable(path)
@@ -103,18 +125,7 @@ def import_tensorflow(path: Path, framework: str, *, input_shapes=None,
     folder = Path(workdir) if workdir else path.parent
     tfl = folder / f"{path.name.split('.')[0] or 'model'}.converted.tflite"
     tfl.write_bytes(flatbuffer)
-    imported = import_tflite(tfl)
-    sig = imported.signature
-    if len(sig.outputs) != len(outs):
-        outs = [o.name for o in sig.outputs]
-    signature = ModelSignature(
-        tuple(TensorInfo(t.name, r.shape, r.dtype) for t, r in zip(resolved, sig.inputs)),
-        tuple(TensorInfo(n, o.shape, o.dtype) for n, o in zip(outs, sig.outputs)))
-    kind = "savedmodel" if path.is_dir() else path.suffix.lstrip(".")
-    return dataclasses.replace(imported, signature=signature, framework=framework, source=path,
-                               derived_shapes=derived, framework_version=tf.__version__,
-                               source_info={"format": kind, "route": "TFLiteConverter -> "
-                                            "tflite -> relax", "float_io": True})
+    return tfl, resolved, outs, derived
 
 
 def _positional(inputs, given):

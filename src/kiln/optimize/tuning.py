@@ -140,6 +140,16 @@ def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
     say(f"measuring Kiln's default schedule of {len(tasks)} kernels")
     defaults = _record_defaults(tasks, target, consts, lanes_for(spec.simd, dtype), database,
                                 builder, runner)
+    search_tasks(tasks, defaults, spec, options, workdir, database, builder, runner, report, say)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def search_tasks(tasks, defaults: list[float | None], spec: TargetSpec, options: TuneOptions,
+                 workdir: Path, database, builder, runner, report: TuneReport,
+                 say: Progress) -> None:
+    """After the defaults were measured (``defaults``: seconds per task): search the hot
+    kernels and fill ``report`` with every kernel's default and best time."""
     if all(secs is None for secs in defaults):
         raise KilnError("tuning_failed", f"no kernel of the model could be built and measured "
                         f"for {spec.name}", hint="check that the device (or --rpc tracker) "
@@ -156,8 +166,6 @@ def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
         best = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
         if best:
             entry.best_us = _mean(best[0].run_secs) * 1e6
-    report.seconds = time.perf_counter() - start
-    return report
 
 
 def _search(tasks, options: TuneOptions, workdir: Path, database, builder, runner,
@@ -241,26 +249,40 @@ def _record_defaults(tasks, target, constants: dict, lanes: int, database, build
                                constants.get(task.task_name, frozenset()))
         scheduler.run()
         scheds.append(scheduler.sch)
+    return record_schedules(tasks, scheds, target, database, builder, runner, "cpu")
+
+
+def record_schedules(tasks, scheds, target, database, builder, runner,
+                     device: str) -> list[float | None]:
+    """Build and measure one schedule per task (None: the task has none) in one batch and
+    commit each measured one, with its trace, as a tuning record; their mean seconds."""
+    picked = [i for i, s in enumerate(scheds) if s is not None]
+    secs: list[float | None] = [None] * len(tasks)
+    if not picked:
+        return secs
+    tasks, scheds = [tasks[i] for i in picked], [scheds[i] for i in picked]
     built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in scheds])
     # the builder drops weight-repacking blocks, so kernels take the packed weights
     args = [ms.arg_info.ArgInfo.from_entry_func(s.mod, remove_preproc=True) for s in scheds]
     ok = [i for i, b in enumerate(built) if not b.error_msg]
-    secs: list[float | None] = [None] * len(tasks)
+    measured: list[float | None] = [None] * len(tasks)
     try:
-        futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, "cpu", args[i])
+        futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, device, args[i])
                               for i in ok])
         for i, future in zip(ok, futures):
             result = future.result()
             if not result.error_msg:
-                secs[i] = _mean(result.run_secs)
+                measured[i] = _mean(result.run_secs)
     finally:
         for b in built:
             _remove(b.artifact_path)
-    for task, sch, arg, sec in zip(tasks, scheds, args, secs):
+    for task, sch, arg, sec in zip(tasks, scheds, args, measured):
         if sec is not None:
             workload = database.commit_workload(task.dispatched[0])
             database.commit_tuning_record(ms.database.TuningRecord(
                 sch.trace, workload, [sec], target, arg))
+    for i, sec in zip(picked, measured):
+        secs[i] = sec
     return secs
 
 

@@ -109,3 +109,41 @@ body{{font-family:sans-serif}} td{{padding:4px;border-bottom:1px solid #ddd;vert
 <h2>Kept on the CPU</h2><ul>{cpu}</ul></body></html>
 """
     (out / "partition.html").write_text(page, encoding="utf-8")
+
+
+def ethos_u_mcu_readme(r: dict) -> str:
+    """README of a host-less Ethos-U55 artifact: Vela's model, built into the user's firmware."""
+    est = r["estimate"]
+    ms = float(est.get("inference_time", 0)) * 1e3
+    clock = float(est.get("core_clock", 0)) / 1e6
+    cpu = [f"- {c['op']} (`{c['tensor']}`): {c['reason']}" for c in r.get("cpu_fallback", [])]
+    return "\n".join([
+        f"# {r['target']}: {r['accelerator']} beside a Cortex-M (no OS)", "",
+        f"`model_vela.tflite` is the int8 model compiled by {r['compiler']} for "
+        f"{r['accelerator']} (system config {est.get('system_config')}, memory mode "
+        f"{est.get('memory_mode')}): {r['npu_operators']} operators run on the NPU inside one "
+        f"or more `ethos-u` custom operators, {r['cpu_operators']} stay on the Cortex-M. "
+        f"Vela's estimate: {ms:.3f} ms per inference at {clock:g} MHz "
+        f"({est.get('cycles_total')} cycles), {est.get('sram_memory_used')} KiB of SRAM, "
+        f"{est.get('off_chip_flash_memory_used')} KiB of flash (`vela_summary.csv` has it all). "
+        "`model_int8.tflite` is the int8 model Vela read; Kiln ran it with LiteRT against the "
+        "float model (the manifest's verification). Kiln did not run the NPU (status `codegen`) "
+        "and built no CPU library: a Cortex-M without an OS runs the model inside your firmware.",
+        "", "Operators left to the Cortex-M (TFLite Micro kernels, CMSIS-NN where it has them):",
+        *(cpu or ["- none"]), "",
+        "## Build it into your firmware", "",
+        "1. Embed the model, 16-byte aligned: `xxd -i model_vela.tflite > model_data.cc` "
+        "(add `alignas(16)` to the array).",
+        "2. Build TensorFlow Lite Micro with the Ethos-U kernel, e.g. "
+        "`make -f tensorflow/lite/micro/tools/make/Makefile TARGET=cortex_m_corstone_300 "
+        "TARGET_ARCH=cortex-m55 CO_PROCESSOR=ethos_u OPTIMIZED_KERNEL_DIR=cmsis_nn microlite`, "
+        "and link Arm's ethos-u-core-driver.",
+        "3. In the application: `ethos_u_init(&drv, NPU_BASE_ADDRESS, cache, cache_size, 0, 0)`; "
+        "a `tflite::MicroMutableOpResolver` with `AddEthosU()` plus the operators listed above; "
+        "a `MicroInterpreter` over the model with a tensor arena at least as large as Vela's "
+        "SRAM figure (more if the CPU operators need scratch); then `Invoke()`.",
+        "4. Without a board: Arm's Corstone-300 FVP (`FVP_Corstone_SSE-300_Ethos-U55`, "
+        "ml-embedded-evaluation-kit) runs the same binary and reports NPU cycles.", "",
+        "Inputs and outputs are int8 with the scale and zero point stored in the model "
+        "(`interpreter.input(0)->params`): quantize float inputs as round(x / scale) + zero "
+        "point.", ""])

@@ -14,17 +14,22 @@ from pathlib import Path
 from kiln.errors import KilnError
 
 FOLDER = "accelerator"
-#: Vela's --accelerator-config for each Ethos-U board in the catalog
-VELA_CONFIG = {"imx93": "ethos-u65-256"}
+#: Vela's --accelerator-config for each Ethos-U board in the catalog, and for the host-less
+#: Ethos-U55 MCU targets the system config and memory mode of Vela's own Arm/vela.ini
+VELA_CONFIG = {"imx93": ("ethos-u65-256", None, None),
+               "corstone300": ("ethos-u55-256", "Ethos_U55_High_End_Embedded", "Shared_Sram")}
 _FIGURES = ("accelerator_configuration", "system_config", "memory_mode", "inference_time",
             "inferences_per_second", "cycles_total", "nn_macs", "sram_memory_used",
-            "dram_memory_used", "total_npu_encoded_weights")
+            "dram_memory_used", "total_npu_encoded_weights", "core_clock",
+            "off_chip_flash_memory_used", "on_chip_flash_memory_used", "cycles_npu")
+_CPU_OP = re.compile(r"^Warning \(supported operators\) operator: (\w+), ofm: '([^']*)'\n"
+                     r"Reason: (.*)$", re.M)
 
 
 def vela_handoff(source: Path, framework: str, target: str, workdir: Path,
                  staging: Path) -> dict:
     """The Ethos-U report for the manifest; writes the Vela model into ``staging``."""
-    config = VELA_CONFIG.get(target, "ethos-u65-256")
+    config, system, memory = VELA_CONFIG.get(target, ("ethos-u65-256", None, None))
     base = {"accelerator": f"Arm {config}", "status": "codegen", "target": target}
     if framework != "tflite":
         return {**base, "skipped": "Vela compiles full-integer int8 TFLite models: convert the "
@@ -35,8 +40,10 @@ def vela_handoff(source: Path, framework: str, target: str, workdir: Path,
                         hint="pip install 'kilnml[ethosu]' (ethos-u-vela)")
     out = workdir / "vela"
     out.mkdir(parents=True, exist_ok=True)
+    extra = ["--config", "Arm/vela.ini", "--system-config", system,
+             "--memory-mode", memory] if system else []
     proc = subprocess.run([sys.executable, "-m", "ethosu.vela", str(source),
-                           "--accelerator-config", config, "--output-dir", str(out)],
+                           "--accelerator-config", config, "--output-dir", str(out), *extra],
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise KilnError("compile_failed", f"vela failed on {source.name} (exit "
@@ -55,8 +62,22 @@ def vela_handoff(source: Path, framework: str, target: str, workdir: Path,
                                                             for k in _FIGURES if k in row},
               "files": [f"{FOLDER}/model_vela.tflite", f"{FOLDER}/vela_summary.csv",
                         f"{FOLDER}/README.md"], "handoff": f"{FOLDER}/README.md"}
-    (dest / "README.md").write_text(_readme(report))
+    if system:  # host-less MCU target
+        from kiln.partition.readme import ethos_u_mcu_readme
+
+        report = _with_cpu_fallback(report, proc.stdout)
+        (dest / "README.md").write_text(ethos_u_mcu_readme(report))
+    else:
+        (dest / "README.md").write_text(_readme(report))
     return report
+
+
+def _with_cpu_fallback(report: dict, stdout: str) -> dict:
+    """The ops Vela leaves to the CPU (with Vela's reason) and the NPU's share of the ops."""
+    npu, cpu = report["npu_operators"] or 0, report["cpu_operators"] or 0
+    return {**report, "npu_operator_share": npu / (npu + cpu) if npu + cpu else 0.0,
+            "cpu_fallback": [{"op": op, "tensor": ofm, "reason": why.strip()}
+                             for op, ofm, why in _CPU_OP.findall(stdout)]}
 
 
 def _readme(r: dict) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from kiln.artifact import read_manifest, unpack
-from kiln.artifact.compat import check_native
+from kiln.artifact.compat import check_has_cpu_code, check_native
 from kiln.artifact.digests import check_digests
 from kiln.artifact.manifest import MANIFEST_NAME
 from kiln.errors import KilnError
@@ -95,6 +95,7 @@ class Model:
     def _open(self, path: Path, dev_type: str, dev_id: int = 0) -> None:
         self._dir = path
         self.manifest = read_manifest(path)
+        check_has_cpu_code(self.manifest)
         check_digests(path, self.manifest.files, exclude=(MANIFEST_NAME,))
         gpu = self.manifest.runtime.get("device")
         # a GPU artifact's host side is built for a baseline CPU: no CPU flags to check

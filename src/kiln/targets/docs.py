@@ -20,7 +20,9 @@ _HEADER = """\
 `kiln compile --target NAME` takes any name below. Names marked * are SageMaker Neo TargetDevice
 values. Status: **verified** = Kiln compiles the CPU code and runs it today (x86_64 natively,
 aarch64 under qemu-aarch64); **codegen** = Kiln compiles it and checks it structurally but cannot
-run it here (NVIDIA GPUs: a cubin for exactly the GPU's arch, see docs/gpu.md); **unsupported** =
+run it here (NVIDIA GPUs: a cubin for exactly the GPU's arch, see docs/gpu.md; arch `armv8.1m`,
+os `none`: a host-less Ethos-U55 beside a Cortex-M, for which Kiln builds no CPU library, only
+Vela's NPU model and estimate from an int8 TFLite, see docs/int8.md); **unsupported** =
 Kiln cannot build for it yet (the reason says why). The **trees** column is the status for tree
 ensembles (XGBoost, LightGBM, scikit-learn compiled to plain C, no TVM runtime), which also build
 for 32-bit ARM and RISC-V (verified under qemu-arm / qemu-riscv64).

@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass
 
 STATUSES = ("verified", "codegen", "unsupported")
-OSES = ("linux", "android", "windows", "darwin")
-ARCHES = ("x86_64", "x86", "aarch64", "armv7", "riscv64")
+#: "none": bare metal (a Cortex-M without an OS beside an Ethos-U55): a host-less NPU target,
+#: for which Kiln builds no CPU library, only the NPU hand-off (kiln.compiler_npu)
+OSES = ("linux", "android", "windows", "darwin", "none")
+ARCHES = ("x86_64", "x86", "aarch64", "armv7", "riscv64", "armv8.1m")
 ACCELERATORS = (
     "nvidia", "mali", "intel_graphics", "neuron", "dpu", "tidl", "npu", "cvflow", "hexagon",
     "elastic_inference", "coreml", "ethos_u",
@@ -38,6 +40,7 @@ _TRIPLE_ARCH = {
     "aarch64": re.compile(r"aarch64-"),
     "armv7": re.compile(r"armv[78][a-z]*-.*(gnueabihf|gnueabi|androideabi)$"),
     "riscv64": re.compile(r"riscv64-"),
+    "armv8.1m": re.compile(r"thumbv8\.1m\.main-"),
 }
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _ALIAS = re.compile(r"[a-z0-9][a-z0-9_.-]*")
@@ -114,6 +117,11 @@ class TargetSpec:
         return target
 
     @property
+    def npu_only(self) -> bool:
+        """A host-less NPU target (os "none"): Vela's model and estimate, no CPU library."""
+        return self.os == "none"
+
+    @property
     def host_runnable_arch(self) -> str:
         """The arch to compare with ``platform.machine()`` when deciding whether code runs natively."""
         return self.arch
@@ -152,6 +160,11 @@ def spec_problems(spec: TargetSpec) -> list[tuple[str, str]]:
     )
     problems.extend(_tree_problems(spec))
     problems.extend(_accelerator_status_problems(spec))
+    check(spec.os != "none" or (spec.accelerator == "ethos_u" and spec.accelerator_status ==
+                                "codegen" and spec.status == "codegen"
+                                and spec.tree_status == "unsupported"), "os",
+          "'none' (no OS: a host-less NPU target) needs accelerator 'ethos_u', status and "
+          "accelerator_status 'codegen' and trees_status 'unsupported'")
     return problems
 
 
@@ -199,6 +212,7 @@ def _triple_problems(spec: TargetSpec) -> list[tuple[str, str]]:
         "android": "android" in triple,
         "windows": "windows" in triple,
         "darwin": "darwin" in triple or "apple" in triple,
+        "none": "-none-" in triple,
     }.get(spec.os, True)
     if not os_ok:
         problems.append(("triple", f"{triple!r} does not fit os {spec.os!r}"))
