@@ -33,7 +33,7 @@ ANDROID_LEVELS = range(21, 36)
 #: Kiln's ``runtime`` option: TVM's runtime (relax VM, libtvm_runtime) or Kiln's standalone
 #: C executor (no TVM on the device; static shapes only). Default: the device's, else Kiln
 #: picks standalone on CPU Linux targets (the TVM runtime when the model has dynamic shapes or
-#: control flow, and on GPUs): see kiln.compiler._runtime_route.
+#: control flow, and on GPUs): see kiln.compiler_routes.runtime_route.
 RUNTIMES = ("tvm", "standalone")
 _NEO_ONLY = ("JETPACK_VERSION", "class_labels", "signature_def_key", "output_names", "num-neuroncores")
 _EXAMPLE = 'e.g. \'{"mcpu": "cortex-a72", "mattr": ["+neon"]}\''
