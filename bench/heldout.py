@@ -175,6 +175,7 @@ def export(name: str, batch: int, path: Path) -> dict:
 
     torch.manual_seed(0)
     model, shape = _torch_models()[name]()
+    _calibrate_batchnorm(model, shape)
     model.eval()
     rng = np.random.default_rng(0)
     if shape[0] == "ids":
@@ -187,6 +188,24 @@ def export(name: str, batch: int, path: Path) -> dict:
                           input_names=["x"], output_names=["y"])
     path.write_bytes(buf.getvalue())
     return {"x": x}
+
+
+def _calibrate_batchnorm(model, shape) -> None:
+    """Give BatchNorm layers the running statistics of real inputs, as training would: with
+    PyTorch's initial statistics (mean 0, variance 1) a deep untrained net's activations decay
+    towards zero, which no trained network does."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if not norms or shape[0] == "ids":
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randn(8, *shape))
 
 
 def bench(name: str, batch: int, threads: int, workdir: Path, rounds: int) -> dict:
