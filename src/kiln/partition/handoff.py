@@ -121,7 +121,7 @@ def _write_segments(model, segs, samples, qopts, workdir: Path, out: Path) -> li
                           "note": "no quantizable op (data movement only)"})
             continue
         qm = onnx.load(str(q.path))
-        changed = to_power_of_two(qm)
+        changed = to_power_of_two(qm, feeds[i])
         onnx.save(qm, str(out / name))
         files.append({"file": f"{FOLDER}/{name}", "float_file": str(path),
                       "pow2_scales_changed": changed})
