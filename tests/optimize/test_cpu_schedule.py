@@ -54,6 +54,14 @@ CASES = {
         [_f32("x", [5, 40])], [_f32("y", [5, 48])],
         {"w": _w(48, 40), "b": _w(48), "sq2": np.array(np.sqrt(2), np.float32),
          "one": np.array(1.0, np.float32), "gamma": _w(48), "beta": _w(48)}),
+    # prime row extents (197 tokens of a ViT, 13x13 maps of SqueezeNet): predicated tiles
+    "matmul_prime_rows": lambda: _model(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])],
+        [_f32("x", [1, 37, 32])], [_f32("y", [1, 37, 48])], {"w": _w(32, 48), "b": _w(48)}),
+    "conv_1x1_prime_width": lambda: _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+        [_f32("x", [1, 16, 13, 13])], [_f32("y", [1, 32, 13, 13])],
+        {"w": _w(32, 16, 1, 1), "b": _w(32)}),
     "pool_mean": lambda: _model(
         [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2]),
          helper.make_node("AveragePool", ["p"], ["a"], kernel_shape=[2, 2]),
@@ -241,3 +249,20 @@ def test_an_optional_pass_that_fails_leaves_the_module_unchanged(model_dir):
     mod = from_onnx(onnx.load(model_dir / "cnn.onnx"), keep_params_in_input=False)
     out = _optional(explodes)(mod)
     assert out.same_as(mod)
+
+
+def test_prime_row_extents_get_full_predicated_tiles():
+    """37 rows (a prime, like a ViT's 197 tokens) used to give one-row register tiles (each
+    broadcast input fed one FMA; ViT's matmuls ran 3-4x slower): now 8-row tiles, the last one
+    predicated."""
+    from kiln.optimize.cpu_schedule import _row_tile
+
+    assert _row_tile(37, 8) == 8 and _row_tile(197, 6) == 6 and _row_tile(13, 8) == 8
+    assert _row_tile(56, 8) == 8 and _row_tile(28, 8) == 7 and _row_tile(27, 8) == 8
+    assert _row_tile(6, 8) == 6 and _row_tile(7, 8) == 7  # shorter than a tile: whole
+    funcs = _scheduled_funcs(CASES["matmul_prime_rows"]())
+    mm = next(t for n, t in funcs.items() if "matmul" in n)
+    assert "T.parallel" in mm and "T.vectorized" in mm
+    assert "T.unroll(8)" in mm or "T.unroll(T.int64(8))" in mm, mm
+    assert "T.where" in mm, mm
+

@@ -23,6 +23,7 @@ TVM's default; every schedule primitive is semantics-preserving (TVM checks each
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass
 
 import tvm
@@ -183,9 +184,7 @@ class _Scheduler:
         loops = sch.get_loops(blk)
         vo, vi = sch.split(loops[v], [None, vf])
         outer, inner = [], [vi]
-        # rows of the register tile: a divisor of the extent, so that no predicate is needed
-        uf = max((d for d in range(1, max_rows + 1) if ext[u] % d == 0), default=None) \
-            if u is not None and ext[u] else None
+        uf = _row_tile(ext[u], max_rows) if u is not None and ext[u] else None
         for i, lp in enumerate(loops):
             if i == v:
                 outer.append((0, vo))
@@ -346,6 +345,17 @@ class _Scheduler:
 def _same_indices(a, b) -> bool:
     """Whether a copy reads the element it writes (not a transpose or a reshape)."""
     return len(a) == len(b) and all(tvm_ffi.structural_equal(x, y) for x, y in zip(a, b))
+
+
+def _row_tile(extent: int, max_rows: int) -> int:
+    """Rows of the register tile: the largest divisor of ``extent`` up to ``max_rows``, so that
+    no predicate is needed; when that is under half of ``max_rows`` (a prime extent such as 197
+    tokens, or 13 / 55 pixels, left one-row tiles: each broadcast input fed a single FMA and the
+    kernels ran 3-4x slower), ``max_rows`` itself, and the last tile is predicated."""
+    best = max(d for d in range(1, max_rows + 1) if extent % d == 0)
+    if 2 * best >= max_rows or extent < max_rows:
+        return best
+    return max_rows
 
 
 def _row_axis(candidates: list[int], extents: list[int | None]) -> int | None:
