@@ -23,7 +23,6 @@ TVM's default; every schedule primitive is semantics-preserving (TVM checks each
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 
 import tvm
