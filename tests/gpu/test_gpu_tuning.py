@@ -8,6 +8,7 @@ The measuring half (builder and runner on the GPU) needs a GPU: scripts/gpu-chec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tarfile
 from pathlib import Path
@@ -100,6 +101,25 @@ def tasks(model):
     return (spec, *cuda_tasks(imported.mod, spec))
 
 
+@contextlib.contextmanager
+def _tune_dir(path: Path):
+    """KILN_TUNE_DIR set to ``path`` for the block, restored after."""
+    old = os.environ.get("KILN_TUNE_DIR")
+    os.environ["KILN_TUNE_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop("KILN_TUNE_DIR") if old is None else os.environ.update(KILN_TUNE_DIR=old)
+
+
+def _seed(tune_dir: Path, spec, target, pairs) -> Path:
+    """Commit each (task, schedule) of ``pairs`` to the target's database under ``tune_dir``."""
+    with _tune_dir(tune_dir):
+        for task, sch in pairs:
+            _commit(spec, target, task, sch)
+    return tune_dir
+
+
 def _commit(spec, target, task, sch) -> None:
     from tvm.s_tir import meta_schedule as ms
 
@@ -118,13 +138,9 @@ def _compile(model: Path, out: Path, tune_dir: Path, copts: dict | None = None, 
     from kiln.compiler import compile_model
     from kiln.options import CompileOptions
 
-    old = os.environ.get("KILN_TUNE_DIR")
-    os.environ["KILN_TUNE_DIR"] = str(tune_dir)
-    try:
+    with _tune_dir(tune_dir):
         result = compile_model(model, target="ml_g5", output=out / "a.tar.gz",
                                compiler_options=copts, options=CompileOptions(**options))
-    finally:
-        os.environ.pop("KILN_TUNE_DIR") if old is None else os.environ.update(KILN_TUNE_DIR=old)
     with tarfile.open(result.artifact) as tar:
         tar.extractall(out / "a", filter="data")
     return result.manifest, cubin_kernels(out / "a" / "model.so")
@@ -144,13 +160,7 @@ def hand_tuned(model, tasks, tmp_path_factory):
     sch.bind(fused, "threadIdx.x")
     sch.reverse_compute_at(sch.get_sblock("T_add"), fused)
     sch.set_scope(matmul, 0, "local")
-    tune_dir = tmp_path_factory.mktemp("tune-db")
-    os.environ["KILN_TUNE_DIR"] = str(tune_dir)
-    try:
-        _commit(spec, target, task, sch)
-    finally:
-        os.environ.pop("KILN_TUNE_DIR")
-    return tune_dir
+    return _seed(tmp_path_factory.mktemp("tune-db"), spec, target, [(task, sch)])
 
 
 def test_the_compile_applies_the_database_before_dlight(model, hand_tuned, tmp_path):
@@ -175,13 +185,7 @@ def test_dlight_seed_records_replay_to_dlights_schedules(model, tasks, tmp_path)
     GPU; here with a made-up time): applied from the database they give the same kernels."""
     spec, target, _, found, scheds = tasks
     assert len(found) == 4 and all(s is not None for s in scheds)
-    tune_dir = tmp_path / "db"
-    os.environ["KILN_TUNE_DIR"] = str(tune_dir)
-    try:
-        for task, sch in zip(found, scheds):
-            _commit(spec, target, task, sch)
-    finally:
-        os.environ.pop("KILN_TUNE_DIR")
+    tune_dir = _seed(tmp_path / "db", spec, target, zip(found, scheds))
     manifest, seeded = _compile(model, tmp_path / "seeded", tune_dir)
     assert "+tuned (4 kernels from the tuning database)" in manifest.compile_options["pipeline"]
     _, default = _compile(model, tmp_path / "default", tmp_path / "empty")
@@ -198,13 +202,7 @@ def test_float16_compiles_find_the_float16_tuning_records(model, tasks, tmp_path
     imported = import_model(model, input_shapes=None, framework="onnx", workdir=model.parent)
     target, _, found, scheds = cuda_tasks(imported.mod, spec, dtype="float16")
     assert any("float16" in t.dispatched[0].script() for t in found)
-    tune_dir = tmp_path / "db"
-    os.environ["KILN_TUNE_DIR"] = str(tune_dir)
-    try:
-        for task, sch in zip(found, scheds):
-            _commit(spec, target, task, sch)
-    finally:
-        os.environ.pop("KILN_TUNE_DIR")
+    tune_dir = _seed(tmp_path / "db", spec, target, zip(found, scheds))
     manifest, _ = _compile(model, tmp_path / "fp16", tune_dir, {"dtype": "float16"})
     assert manifest.compile_options["pipeline"].endswith(
         f"+float16+tuned ({len(found)} kernels from the tuning database)")

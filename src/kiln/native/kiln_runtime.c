@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE /* sched_getaffinity */
 #include "kiln_runtime.h"
+#include "kiln_cpu_flags.h"
 
 #include <dlfcn.h>
 #include <sched.h>
@@ -217,36 +218,13 @@ static TVMFFIObjectHandle module_function(TVMFFIObjectHandle mod, const char* na
 
 /* Which model library this CPU can run: model.so, or the fallback when a flag is missing. */
 static int choose_library(kiln_model* m) {
-  char flags[8192] = " ", line[8192], missing[512] = "";
-  FILE* f = m->requires ? fopen("/proc/cpuinfo", "r") : NULL;
-  while (f && fgets(line, sizeof(line), f)) {
-    char* colon = strchr(line, ':');
-    if (strncmp(line, "flags", 5) == 0 && colon) {
-      snprintf(flags, sizeof(flags), " %.*s ", (int)strcspn(colon + 1, "\r\n"), colon + 1);
-      break;
-    }
-  }
-  if (f) fclose(f);
-  if (m->requires && f) {
-    char req[1024], *save = NULL;
-    snprintf(req, sizeof(req), "%s", m->requires);
-    for (char* tok = strtok_r(req, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-      char needle[128];
-      snprintf(needle, sizeof(needle), " %s ", tok);
-      if (!strstr(flags, needle)) {
-        strncat(missing, " ", sizeof(missing) - strlen(missing) - 1);
-        strncat(missing, tok, sizeof(missing) - strlen(missing) - 1);
-      }
-    }
-  }
+  char missing[512];
+  kiln_missing_cpu_flags(m->requires, missing, sizeof(missing));
   if (missing[0] && !m->fallback) {
     set_error("this CPU lacks%s, which the model library needs; recompile for this CPU", missing);
     return -1;
   }
-  /* KILN_FORCE_FALLBACK=1: the portable twin whenever the artifact has one (testing, or a
-   * CPU whose /proc/cpuinfo overstates what it can run) */
-  const char* force = getenv("KILN_FORCE_FALLBACK");
-  int twin = m->fallback && (missing[0] || (force && force[0] && strcmp(force, "0") != 0));
+  int twin = m->fallback && (missing[0] || kiln_force_fallback());
   m->library = dup_line(twin ? m->fallback : "model.so");
   return 0;
 }

@@ -19,7 +19,7 @@ from kiln.targets import TargetSpec
 
 NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
 _SOURCES = ("kiln_standalone_runtime.c", "kiln_standalone_backend.c", "kiln_run.c",
-            "kiln_runtime.h")
+            "kiln_runtime.h", "kiln_cpu_flags.h")
 _CFLAGS = ["-O2", "-std=gnu11", "-Wall", "-fvisibility=hidden", "-ffunction-sections", "-Wl,-s",
            "-fdata-sections"]
 _LINK = ["-ldl", "-lpthread", "-Wl,--gc-sections", "-Wl,-s"]
