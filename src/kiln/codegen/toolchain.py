@@ -69,5 +69,5 @@ class ZigSharedLinker:
     def __call__(self, output: str, objects: list[str], options=None, **_kwargs) -> None:
         extra = list(options or [])
         zig_cc(self.arch, ["-shared", "-fPIC", "-O2", "-o", output, *objects, *extra,
-                           f"-L{self.lib_dir}", "-ltvm_ffi", "-lm", "-Wl,-rpath,$ORIGIN"],
+                           f"-L{self.lib_dir}", "-ltvm_ffi", "-lm", "-Wl,-Bsymbolic", "-Wl,-rpath,$ORIGIN"],
                what="linking the model library")

@@ -338,7 +338,14 @@ KILN_EXPORT int kiln_model_create(const char* dir, kiln_model** out) {
     }
   if (choose_library(m) != 0) goto fail;
   snprintf(path, sizeof(path), "%s%s/%s", strchr(dir, '/') ? "" : "./", dir, m->library);
-  if (!(m->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL))) {
+  /* RTLD_DEEPBIND: the kernels' error hook binds to this runtime even in a process where
+   * libtvm_ffi was loaded first (Python that imported tvm) */
+#ifdef RTLD_DEEPBIND
+  m->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+#else
+  m->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+#endif
+  if (!m->lib) {
     set_error("cannot load %s: %s", path, dlerror());
     goto fail;
   }

@@ -174,12 +174,25 @@ class _Scheduler:
         if len(loops) != len(kinds):
             return False
         ext = [_int(block.iter_vars[i].dom.extent) for i in range(len(kinds))]
-        vf, max_rows = self._tile_shape(ext[v], ext[u] if u is not None and u not in shared
-                                        else None)
+        rows_ext = ext[u] if u is not None and u not in shared else None
+        vf, max_rows = self._tile_shape(ext[v], rows_ext)
+        padded = vf is None and (ext[v] or 0) > cfg.vector_lanes
+        if padded:
+            # a vector axis no lane count divides (197 ViT tokens in q @ k^T): compute on a
+            # zero-padded operand into a padded output, then copy the valid part out, with
+            # the epilogues fused into that copy (fused into the tile's write-back they would
+            # store past the real output: TVM 0.27 does not guard the padded lanes there)
+            lanes = cfg.vector_lanes
+            sch.pad_einsum(blk, [lanes if i == v else 1 for i in range(len(kinds))])
+            (crop,) = sch.get_consumers(blk)
+            self._inline_epilogues(crop)
+            ext[v] = -(-ext[v] // lanes) * lanes
+            vf, max_rows = self._tile_shape(ext[v], rows_ext)
         if vf is None:
             return False
         wb = sch.cache_write(blk, 0, "global")
-        self._inline_epilogues(wb)
+        if not padded:
+            self._inline_epilogues(wb)
         loops = sch.get_loops(blk)
         vo, vi = sch.split(loops[v], [None, vf])
         outer, inner = [], [vi]

@@ -6,6 +6,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+from kiln.optimize.fast_math import fast_math
 from kiln.optimize.cpu_schedule import CPUScheduleConfig, lanes_for, schedule_cpu
 
 #: opt_level -> pipeline name recorded in the manifest
@@ -64,6 +65,8 @@ def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
         _optional(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})),
         # inference-mode batch norm as elementwise ops, so that it fuses into the conv epilogue
         relax.transform.DecomposeOpsForInference(),
+        # exp / tanh / erf / sigmoid as polynomials that vectorize (LLVM calls libm per lane)
+        fast_math,
         *passes]
 
 

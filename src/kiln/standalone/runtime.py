@@ -22,7 +22,10 @@ _SOURCES = ("kiln_standalone_runtime.c", "kiln_standalone_backend.c", "kiln_run.
             "kiln_runtime.h", "kiln_cpu_flags.h")
 _CFLAGS = ["-O2", "-std=gnu11", "-Wall", "-fvisibility=hidden", "-ffunction-sections", "-Wl,-s",
            "-fdata-sections"]
-_LINK = ["-ldl", "-lpthread", "-Wl,--gc-sections", "-Wl,-s"]
+# -Bsymbolic: the backend functions the loader hands to the kernels must be these, not the ones
+# of a libtvm that ``import tvm`` loaded into the same process (whose one-thread pool then ran
+# every kernel: half speed on 2 cores)
+_LINK = ["-ldl", "-lpthread", "-Wl,--gc-sections", "-Wl,-s", "-Wl,-Bsymbolic"]
 #: The artifact files of a standalone deployment that are not the model's own (kernels,
 #: plan, weights): what ``footprint_bytes`` counts.
 RUNTIME_FILES = ("libkiln_runtime.so", "kiln_run")
