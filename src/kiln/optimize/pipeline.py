@@ -54,20 +54,22 @@ def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
     """Precision, layout, legalization and fusion: the module whose kernels get scheduled
     (or tuned). ``dtype`` float16 computes convolutions and matmuls (and what fuses with them)
     in half precision, accumulating in half precision too; inputs and outputs stay float32."""
-    passes = [*cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
-    if dtype == "float16":
-        passes.insert(0, relax.transform.ToMixedPrecision(out_dtype="float16"))
+    precision = [relax.transform.ToMixedPrecision(out_dtype="float16")] \
+        if dtype == "float16" else []
+    lower = [*cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
     if opt_level < 2:
-        return passes
+        return [*precision, *lower]
     return [
         # NHWC activations with HWIO weights: the output channels become the contiguous axis
         # that both the weights and the output are vectorized along (ORT's NCHWc, simplified)
         _optional(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})),
         # inference-mode batch norm as elementwise ops, so that it fuses into the conv epilogue
         relax.transform.DecomposeOpsForInference(),
-        # exp / tanh / erf / sigmoid as polynomials that vectorize (LLVM calls libm per lane)
+        *precision,
+        # exp / tanh / erf / sigmoid as polynomials that vectorize (LLVM calls libm per lane);
+        # after ToMixedPrecision, which cannot read the PrimFuncs this pass adds
         fast_math,
-        *passes]
+        *lower]
 
 
 def _optimize_passes(target: tvm.target.Target, *, opt_level: int, simd: str | None,
