@@ -128,15 +128,32 @@ KILN_EXPORT int TVMBackendFreeWorkspace(int device_type, int device_id, void* pt
 /* A fixed pool: thread 0 is the caller, threads 1..n-1 wait for work. Waiting first spins
  * for up to KILN_SPIN_NS (a model launches one parallel region per kernel, tens of microseconds
  * apart: a futex sleep and wake-up per kernel cost a few milliseconds a run), then sleeps on a
- * condition variable. */
+ * condition variable.
+ *
+ * Tasks are claimed, not assigned: the caller and the workers take task ids from one counter,
+ * so a worker that the OS has not scheduled yet (another process's or library's thread spinning
+ * on its core: ONNX Runtime's pool does so for tens of milliseconds after each run) costs
+ * nothing; the caller runs that task itself instead of waiting a time slice for it (2 ms a run
+ * on a small MLP otherwise). The counter word packs the launch's generation (high 32 bits), its
+ * task count (bits 16-31) and the next task id (bits 0-15), so that a late worker can never
+ * claim a task of a later launch with the task count of an earlier one.
+ *
+ * Claiming does not help once a worker has started a task and then lost its core: the caller
+ * waits for it. (Going serial for a while after such a wait was tried: on this shared VM such
+ * waits happen hundreds of times a second with nothing else running, and the serial windows
+ * made an idle EfficientNet-style run go from 14.5 to 25 ms.)
+ *
+ * A kernel that synchronizes its tasks (TVMBackendParallelBarrier) needs them all running at
+ * once: a library that references the barrier switches the pool to one task per thread,
+ * waited for (g_static_tasks). */
 #define KILN_SPIN_NS 200000L
 static struct {
   pthread_once_t once;
   pthread_mutex_t mu;
   pthread_cond_t start, done;
   int threads;
-  atomic_uint generation;
-  atomic_int pending, failed;
+  _Atomic unsigned long long word; /* generation << 32 | num_task << 16 | next task */
+  atomic_int finished, failed, sleeping;
   FTVMParallelLambda fn;
   void* cdata;
   TVMParallelGroupEnv env;
@@ -145,6 +162,11 @@ static struct {
             PTHREAD_COND_INITIALIZER};
 static __thread int g_in_task;
 static pthread_mutex_t g_launch_mu = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int g_static_tasks;
+
+#define GEN(w) ((unsigned)((w) >> 32))
+#define NTASK(w) ((int)(((w) >> 16) & 0xffff))
+#define NEXT(w) ((int)((w) & 0xffff))
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -160,26 +182,50 @@ static long now_ns(void) {
   return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Spin until *flag != value or KILN_SPIN_NS pass; whether it changed. */
-static int spin_while_equal(atomic_uint* flag, unsigned value) {
+/* Spin until the launch generation differs from ``seen`` or KILN_SPIN_NS pass. */
+static int spin_for_launch(unsigned seen) {
   long until = now_ns() + KILN_SPIN_NS;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
-      if (atomic_load(flag) != value) return 1;
+      if (GEN(atomic_load(&g_pool.word)) != seen) return 1;
       cpu_relax();
     }
     if (now_ns() > until) return 0;
   }
 }
 
-static int spin_while_pending(void) {
+static int spin_for_finish(int n) {
   long until = now_ns() + KILN_SPIN_NS;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
-      if (atomic_load(&g_pool.pending) == 0) return 1;
+      if (atomic_load(&g_pool.finished) >= n) return 1;
       cpu_relax();
     }
     if (now_ns() > until) return 0;
+  }
+}
+
+static void finish_task(int id, int n) {
+  if (g_pool.fn(id, &g_pool.env, g_pool.cdata) != 0) atomic_store(&g_pool.failed, 1);
+  if (atomic_fetch_add(&g_pool.finished, 1) + 1 == n && atomic_load(&g_pool.sleeping)) {
+    pthread_mutex_lock(&g_pool.mu);
+    pthread_cond_broadcast(&g_pool.done);
+    pthread_mutex_unlock(&g_pool.mu);
+  }
+}
+
+/* Run the tasks of launch ``gen`` that nobody has claimed yet; in the one-task-per-thread mode
+ * (``own`` >= 0) just task ``own``. */
+static void run_tasks(unsigned gen, int own) {
+  for (;;) {
+    unsigned long long w = atomic_load(&g_pool.word);
+    if (GEN(w) != gen) return;
+    if (own >= 0) { /* the launch waits for every task, so this generation is still current */
+      if (own < NTASK(w)) finish_task(own, NTASK(w));
+      return;
+    }
+    if (NEXT(w) >= NTASK(w)) return;
+    if (atomic_compare_exchange_weak(&g_pool.word, &w, w + 1)) finish_task(NEXT(w), NTASK(w));
   }
 }
 
@@ -201,19 +247,13 @@ static void* worker(void* arg) {
   unsigned seen = 0;
   g_in_task = 1;
   for (;;) {
-    if (!spin_while_equal(&g_pool.generation, seen)) {
+    if (!spin_for_launch(seen)) {
       pthread_mutex_lock(&g_pool.mu);
-      while (atomic_load(&g_pool.generation) == seen) pthread_cond_wait(&g_pool.start, &g_pool.mu);
+      while (GEN(atomic_load(&g_pool.word)) == seen) pthread_cond_wait(&g_pool.start, &g_pool.mu);
       pthread_mutex_unlock(&g_pool.mu);
     }
-    seen = atomic_load(&g_pool.generation); /* the launcher waits for every worker */
-    if (id < g_pool.env.num_task && g_pool.fn(id, &g_pool.env, g_pool.cdata) != 0)
-      atomic_store(&g_pool.failed, 1);
-    if (atomic_fetch_sub(&g_pool.pending, 1) == 1) {
-      pthread_mutex_lock(&g_pool.mu);
-      pthread_cond_signal(&g_pool.done);
-      pthread_mutex_unlock(&g_pool.mu);
-    }
+    seen = GEN(atomic_load(&g_pool.word));
+    run_tasks(seen, atomic_load(&g_static_tasks) ? id : -1);
   }
   return NULL;
 }
@@ -248,21 +288,24 @@ KILN_EXPORT int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata
   g_pool.fn = flambda;
   g_pool.cdata = cdata;
   g_pool.env.num_task = n;
-  atomic_store(&g_pool.pending, g_pool.threads - 1); /* every worker checks in, idle or not */
+  atomic_store(&g_pool.finished, 0);
   atomic_store(&g_pool.failed, 0);
+  unsigned gen = GEN(atomic_load(&g_pool.word)) + 1;
   pthread_mutex_lock(&g_pool.mu);
-  atomic_fetch_add(&g_pool.generation, 1);
+  atomic_store(&g_pool.word, (unsigned long long)gen << 32 | (unsigned long long)n << 16);
   pthread_cond_broadcast(&g_pool.start);
   pthread_mutex_unlock(&g_pool.mu);
   g_in_task = 1;
-  int rc = flambda(0, &g_pool.env, cdata);
+  run_tasks(gen, atomic_load(&g_static_tasks) ? 0 : -1);
   g_in_task = 0;
-  if (!spin_while_pending()) {
+  if (!spin_for_finish(n)) {
     pthread_mutex_lock(&g_pool.mu);
-    while (atomic_load(&g_pool.pending) > 0) pthread_cond_wait(&g_pool.done, &g_pool.mu);
+    atomic_fetch_add(&g_pool.sleeping, 1);
+    while (atomic_load(&g_pool.finished) < n) pthread_cond_wait(&g_pool.done, &g_pool.mu);
+    atomic_fetch_sub(&g_pool.sleeping, 1);
     pthread_mutex_unlock(&g_pool.mu);
   }
-  rc = rc != 0 || atomic_load(&g_pool.failed) ? -1 : 0;
+  int rc = atomic_load(&g_pool.failed) ? -1 : 0;
   pthread_mutex_unlock(&g_launch_mu);
   return rc;
 }
@@ -303,5 +346,6 @@ void kiln_standalone_init_context(void* lib) {
   for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); ++i) {
     void** slot = (void**)dlsym(lib, table[i].name);
     if (slot) *slot = table[i].fn;
+    if (slot && table[i].fn == (void*)TVMBackendParallelBarrier) atomic_store(&g_static_tasks, 1);
   }
 }
