@@ -272,7 +272,6 @@ def test_prime_row_extents_get_full_predicated_tiles():
     assert "T.where" in mm, mm
 
 
-
 def test_prime_vector_axis_is_padded_to_whole_vectors():
     """q @ k^T over 197 tokens had no vector length dividing its last axis and fell back to a
     scalar loop (3.5 of a ViT-style model's 34 ms): now the operand and the output are padded

@@ -69,5 +69,8 @@ class ZigSharedLinker:
     def __call__(self, output: str, objects: list[str], options=None, **_kwargs) -> None:
         extra = list(options or [])
         zig_cc(self.arch, ["-shared", "-fPIC", "-O2", "-o", output, *objects, *extra,
-                           f"-L{self.lib_dir}", "-ltvm_ffi", "-lm", "-Wl,-Bsymbolic", "-Wl,-rpath,$ORIGIN"],
+                           # -Bsymbolic: the library's own symbols bind to themselves, not to
+                           # same-named ones another model.so or libtvm made global first
+                           f"-L{self.lib_dir}", "-ltvm_ffi", "-lm", "-Wl,-Bsymbolic",
+                           "-Wl,-rpath,$ORIGIN"],
                what="linking the model library")

@@ -182,23 +182,15 @@ static long now_ns(void) {
   return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Spin until the launch generation differs from ``seen`` or KILN_SPIN_NS pass. */
-static int spin_for_launch(unsigned seen) {
-  long until = now_ns() + KILN_SPIN_NS;
-  for (;;) {
-    for (int i = 0; i < 64; ++i) {
-      if (GEN(atomic_load(&g_pool.word)) != seen) return 1;
-      cpu_relax();
-    }
-    if (now_ns() > until) return 0;
-  }
-}
+static int launched_since(unsigned seen) { return GEN(atomic_load(&g_pool.word)) != seen; }
+static int all_finished(unsigned n) { return atomic_load(&g_pool.finished) >= (int)n; }
 
-static int spin_for_finish(int n) {
+/* Spin until ready(arg) or KILN_SPIN_NS pass; whether it became ready. */
+static int spin_until(int (*ready)(unsigned), unsigned arg) {
   long until = now_ns() + KILN_SPIN_NS;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
-      if (atomic_load(&g_pool.finished) >= n) return 1;
+      if (ready(arg)) return 1;
       cpu_relax();
     }
     if (now_ns() > until) return 0;
@@ -247,7 +239,7 @@ static void* worker(void* arg) {
   unsigned seen = 0;
   g_in_task = 1;
   for (;;) {
-    if (!spin_for_launch(seen)) {
+    if (!spin_until(launched_since, seen)) {
       pthread_mutex_lock(&g_pool.mu);
       while (GEN(atomic_load(&g_pool.word)) == seen) pthread_cond_wait(&g_pool.start, &g_pool.mu);
       pthread_mutex_unlock(&g_pool.mu);
@@ -298,7 +290,7 @@ KILN_EXPORT int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata
   g_in_task = 1;
   run_tasks(gen, atomic_load(&g_static_tasks) ? 0 : -1);
   g_in_task = 0;
-  if (!spin_for_finish(n)) {
+  if (!spin_until(all_finished, (unsigned)n)) {
     pthread_mutex_lock(&g_pool.mu);
     atomic_fetch_add(&g_pool.sleeping, 1);
     while (atomic_load(&g_pool.finished) < n) pthread_cond_wait(&g_pool.done, &g_pool.mu);

@@ -45,11 +45,10 @@ class _StandaloneLinker(ZigSharedLinker):
     def __call__(self, output: str, objects: list[str], options=None, **_kwargs) -> None:
         zig_cc(self.arch, ["-shared", "-fPIC", "-O2", "-o", output, *objects,
                            *list(options or []), f"-L{self.lib_dir}", "-lkiln_runtime", "-lm", "-Wl,-s",
-                           # the kernels' __TVMBackend* context pointers must be this
-                           # library's own: in a process that has already loaded another
-                           # model.so (a compile's accuracy gate), they would bind to that
-                           # one's, which TVM fills with its thread pool (one thread by
-                           # default on 2 cores): half speed
+                           # references to the kernels' own symbols (the __TVMBackend*
+                           # context pointers) stay inside this library even where same-named
+                           # globals are loaded first; RTLD_DEEPBIND does the same where the
+                           # libc has it (the runtime's _LINK comment says why it matters)
                            "-Wl,-Bsymbolic", "-Wl,-rpath,$ORIGIN"],
                what="linking the standalone kernels")
 
