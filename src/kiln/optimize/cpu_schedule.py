@@ -39,6 +39,9 @@ class CPUScheduleConfig:
     cache_bytes: int = 128 * 1024  # vector operands up to this size stay in cache (L2)
 
 
+GEMV_VECTORS = 4  # accumulator vectors of a one-row tile
+
+
 def lanes_for(simd: str | None, dtype: str = "float32") -> int:
     """Lanes of ``dtype`` (float32 or float16) per vector register for a TargetSpec ``simd``."""
     lanes = {"avx512": 16, "avx2": 8, "avx": 8, "sse4.2": 4, "neon": 4, "sve": 4}.get(simd or "", 4)
@@ -175,6 +178,8 @@ class _Scheduler:
             return False
         ext = [_int(block.iter_vars[i].dom.extent) for i in range(len(kinds))]
         rows_ext = ext[u] if u is not None and u not in shared else None
+        if u is None:
+            rows_ext = 1  # no row axis: a matrix-vector product
         vf, max_rows = self._tile_shape(ext[v], rows_ext)
         padded = vf is None and (ext[v] or 0) > cfg.vector_lanes
         if padded:
@@ -239,6 +244,15 @@ class _Scheduler:
         still give as many accumulators as one vector wide and up to 2 ``tile_rows`` high."""
         lanes, rows = self.cfg.vector_lanes, self.cfg.tile_rows
         narrow = (_divisor(extent, lanes), 2 * rows)
+        if rows_extent == 1 and extent and extent % lanes == 0:
+            # one row (a batch-1 dense layer): a one-vector tile is one chain of dependent
+            # FMAs (latency-bound: a 784-1024-1024-512 MLP ran at a quarter of the FMA rate);
+            # up to GEMV_VECTORS vectors side by side give as many independent accumulators
+            count = extent // lanes
+            n = max(d for d in range(1, GEMV_VECTORS + 1) if count % d == 0)
+            if n == 1 and count <= 2 * GEMV_VECTORS:
+                n = count  # 5 or 7 vectors: all of them, still within the 16 registers
+            return lanes * n, 1
         if not (self.cfg.wide_tiles and rows_extent and extent and extent % (2 * lanes) == 0):
             return narrow
         wide_rows = (3 * rows) // 2
