@@ -104,6 +104,11 @@ def test_tune_over_rpc_measures_every_kernel_and_never_keeps_a_slower_one(rpc_tu
     assert db.parent == Path(env["KILN_TUNE_DIR"])
     records = (db / "database_tuning_record.json").read_text().splitlines()
     assert len(records) >= len(tasks) + 1    # the defaults plus what the search measured
+    # half of the 6 trials went to variants of Kiln's own schedule (traces that sample
+    # nothing), the other half to MetaSchedule's search
+    unsampled = [r for r in records if '"Sample' not in r]
+    assert len(unsampled) >= len(tasks) + 3, len(unsampled)
+    assert report["trials"] == 6
 
 
 def test_later_compiles_apply_the_database_and_agree_with_the_default(rpc_tuned, mlp, tmp_path):
@@ -207,3 +212,52 @@ def test_tune_db_import_rejects_bad_archives(tmp_path):
     assert res.returncode == 57 and "error[invalid_tuning_database]" in res.stderr
     res = run_kiln("tune-db", "import", tmp_path / "missing.tar.gz", env=env)
     assert res.returncode == 10 and "error[file_not_found]" in res.stderr
+
+
+def test_schedule_variants_are_distinct_and_compute_the_same():
+    """The register tiles and loop orders tuning measures (TILE_SHAPES) are schedules of their
+    own (the database would otherwise hold duplicates) and give the default's result."""
+    import onnx
+    import tvm
+    import tvm_ffi
+    from onnx import helper
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from kiln.optimize.cpu_schedule import CPUScheduleConfig, _constant_params, _Scheduler
+    from kiln.optimize.pipeline import pre_schedule_passes
+    from kiln.optimize.tuning import TILE_SHAPES
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 32, 12, 12])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64, 12, 12])],
+        [onnx.numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
+    with target:
+        mod = tvm.transform.Sequential(pre_schedule_passes(target, opt_level=2))(
+            from_onnx(model, keep_params_in_input=False))
+    consts = _constant_params(mod)
+    name, func = next((gv.name_hint, f) for gv, f in mod.functions_items()
+                      if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint)
+    from tvm.s_tir import meta_schedule as ms
+
+    args = [rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype))
+            for info in ms.arg_info.ArgInfo.from_prim_func(func)]
+    outputs, hashes = [], set()
+    for variant in [{}, *TILE_SHAPES]:
+        sch = _Scheduler(func, CPUScheduleConfig(vector_lanes=8, **variant),
+                         consts.get(name, frozenset()))
+        assert sch.run() is not None
+        hashes.add(tvm_ffi.structural_hash(sch.sch.mod))
+        scheduled = sch.sch.mod["main"].with_attr("global_symbol", "main")
+        lib = tvm.tirx.build(tvm.IRModule({"main": scheduled}), target=target)
+        bufs = [tvm.runtime.tensor(a) for a in args]
+        lib["main"](*bufs)
+        outputs.append(bufs[-1].numpy())
+    assert len(hashes) >= 5, len(hashes)   # 12-wide map: some row caps give the same tile
+    for out in outputs[1:]:
+        np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-4)

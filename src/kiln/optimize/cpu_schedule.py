@@ -37,6 +37,10 @@ class CPUScheduleConfig:
     min_parallel: int = 2      # do not parallelize loops shorter than this
     wide_tiles: bool = True    # two-vector-wide register tiles where the vector axis allows
     cache_bytes: int = 128 * 1024  # vector operands up to this size stay in cache (L2)
+    # a fixed register-tile shape (0: chosen from the extents, as above); tuning
+    # (kiln.optimize.tuning) measures a few of these per kernel as candidates of its own
+    tile_vectors: int = 0      # vectors side by side in a tile
+    max_rows: int = 0          # most U rows of a tile
 
 
 GEMV_VECTORS = 4  # accumulator vectors of a one-row tile
@@ -243,6 +247,9 @@ class _Scheduler:
         shape: each broadcast input feeds two FMAs) when the vector axis allows it and the rows
         still give as many accumulators as one vector wide and up to 2 ``tile_rows`` high."""
         lanes, rows = self.cfg.vector_lanes, self.cfg.tile_rows
+        fixed = self.cfg.tile_vectors
+        if fixed and extent and extent % (fixed * lanes) == 0:
+            return fixed * lanes, self.cfg.max_rows or 2 * rows
         narrow = (_divisor(extent, lanes), 2 * rows)
         if rows_extent == 1 and extent and extent % lanes == 0:
             # one row (a batch-1 dense layer): a one-vector tile is one chain of dependent
