@@ -261,3 +261,23 @@ def test_schedule_variants_are_distinct_and_compute_the_same():
     assert len(hashes) >= 5, len(hashes)   # 12-wide map: some row caps give the same tile
     for out in outputs[1:]:
         np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-4)
+
+
+def test_budget_accounting_leaves_no_round_unfitted():
+    """The tile variants take up to half of the trials or the budget; the rest goes to
+    MetaSchedule, whose last round shrinks to what is left instead of being dropped (a 900 s
+    ResNet-50 tune stopped at 527 s)."""
+    from kiln.options import TuneOptions
+    from kiln.optimize.tuning import TILE_SHAPES, _fitting_round, _remaining, _tile_shape_limit
+
+    assert _tile_shape_limit(TuneOptions(trials=6), 4) == 3
+    assert _tile_shape_limit(TuneOptions(time_budget_s=900), 19) == 19 * len(TILE_SHAPES)
+    assert _tile_shape_limit(TuneOptions(time_budget_s=14), 19) == 10
+    left = _remaining(TuneOptions(trials=6, time_budget_s=100), 3, 40.0)
+    assert (left.trials, left.time_budget_s) == (3, 60.0)
+    assert _remaining(TuneOptions(trials=3), 3, 1.0) is None
+    assert _remaining(TuneOptions(time_budget_s=50), 10, 50.0) is None
+    # 19 kernels, the last round of 16 each took 400 s: 370 s left fit 13 each, 100 s none
+    assert _fitting_round(19, 16, 500.0, 400.0, 16) == 16
+    assert _fitting_round(19, 16, 370.0, 400.0, 16) == 13
+    assert _fitting_round(19, 16, 100.0, 400.0, 16) is None

@@ -212,15 +212,19 @@ def _search(tasks, options: TuneOptions, workdir: Path, database, builder, runne
             per_round //= 2
         while len(tasks) > 1 and _round_estimate(len(tasks), per_round) > budget:
             tasks = tasks[:-1]
-    started, last, done = time.perf_counter(), 0.0, 0
+    started, last, done, last_per_task = time.perf_counter(), 0.0, 0, per_round
     while True:
         if total is not None and done >= total:
             return
         per_task = per_round if total is None else min(per_round, max(1, (
             total - done) // len(tasks)))
         elapsed = time.perf_counter() - started
-        if budget is not None and done and elapsed + last > budget:
-            return
+        if budget is not None and done:
+            per_task = _fitting_round(len(tasks), per_task, budget - elapsed, last,
+                                      last_per_task)
+            if per_task is None:
+                return
+        last_per_task = per_task
         say(f"searching {len(tasks)} kernels, {per_task} trials each")
         t0 = time.perf_counter()
         # a smaller population for small budgets: the search, not the measuring, dominates
@@ -248,6 +252,19 @@ def _remaining(options: TuneOptions, trials: int, seconds: float) -> TuneOptions
     if (left_trials is not None and left_trials < 1) or (left_s is not None and left_s <= 1):
         return None
     return dataclasses.replace(options, trials=left_trials, time_budget_s=left_s)
+
+
+def _fitting_round(n_tasks: int, per_task: int, left_s: float, last_s: float,
+                   last_per_task: int) -> int | None:
+    """Trials per kernel for the next round given ``left_s`` seconds: ``per_task`` when a round
+    like the last one (``last_s`` for ``last_per_task`` each) fits, else the most that fit
+    (the search's fixed cost per kernel stays), None below 4."""
+    if last_s <= left_s:
+        return per_task
+    scale = last_s / _round_estimate(n_tasks, last_per_task)
+    fits = [p for p in range(per_task - 1, 3, -1)
+            if scale * _round_estimate(n_tasks, p) <= left_s]
+    return fits[0] if fits else None
 
 
 def _round_estimate(n_tasks: int, per_task: int) -> float:
