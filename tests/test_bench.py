@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from kiln.bench import summarize
 from conftest import run_kiln
 
@@ -27,6 +29,42 @@ def test_bench_command_reports_latency_load_and_memory(model_dir, tmp_path):
     assert r["load_ms"] > 0 and r["peak_rss_mb"] > 10
     text = run_kiln("bench", art, "--repeat", "5", env={"TVM_NUM_THREADS": "2"})
     assert text.returncode == 0 and "p99" in text.stdout and "threads: 2" in text.stdout
+
+
+def test_bench_profile_times_every_kernel_call(model_dir, tmp_path):
+    """`kiln bench --profile`: every kernel call of a run is timed and attributed by name
+    (the standalone runtime's kiln_model_profile); a TVM-runtime artifact is refused."""
+    import kiln
+
+    art = tmp_path / "m.tar.gz"
+    assert run_kiln("compile", model_dir / "mlp.onnx", "--platform", "LINUX/X86_64", "-o",
+                    art).returncode == 0
+    res = run_kiln("bench", art, "--repeat", "6", "--profile", "--json")
+    assert res.returncode == 0, res.stderr
+    kernels = json.loads(res.stdout)["kernels"]
+    model = kiln.load(art)
+    calls = [line.split()[1] for line in (model._dir / "plan.txt").read_text().splitlines()
+             if line.startswith("c ")]
+    assert calls and sum(k["calls"] for k in kernels) == len(calls)
+    assert {k["kernel"] for k in kernels} == set(calls)
+    assert "fast_softmax" in calls and any(c.startswith("fused_matmul") for c in calls)
+    assert all(k["mean_us"] > 0 for k in kernels)
+    assert [k["mean_us"] for k in kernels] == sorted((k["mean_us"] for k in kernels), reverse=True)
+    assert abs(sum(k["share"] for k in kernels) - 1.0) < 1e-9
+    # profiling does not change the results, and stops afterwards
+    x = np.random.default_rng(0).standard_normal(model.get_input_shapes()[0]).astype(np.float32)
+    before = model.run(x)[0]
+    assert len(model.profile(x, runs=2)) == len(kernels)
+    np.testing.assert_array_equal(model.run(x)[0], before)
+    text = run_kiln("bench", art, "--repeat", "3", "--profile", "--top", "2")
+    assert text.returncode == 0 and f"{len(kernels)} kernels" in text.stdout
+    assert kernels[0]["kernel"] in text.stdout and kernels[-1]["kernel"] not in text.stdout
+
+    tvm_art = tmp_path / "tvm.tar.gz"
+    assert run_kiln("compile", model_dir / "mlp.onnx", "--platform", "LINUX/X86_64", "-o",
+                    tvm_art, "--compiler-options", '{"runtime": "tvm"}').returncode == 0
+    res = run_kiln("bench", tvm_art, "--repeat", "2", "--profile")
+    assert res.returncode == 18 and "profile_unsupported" in res.stderr, res.stderr
 
 
 def _bench_module():

@@ -59,6 +59,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "emulator_missing": ErrorCode(54, 424, "qemu-user is needed to run this artifact here"),
     "invalid_input": ErrorCode(55, 400, "an input array is missing or has the wrong name, shape or dtype"),
     "run_failed": ErrorCode(56, 500, "running the artifact failed"),
+    "profile_unsupported": ErrorCode(18, 422, "per-kernel profiles need the standalone runtime"),
     "invalid_tuning_database": ErrorCode(57, 400, "a tuning database is missing or unreadable"),
     "job_request_failed": ErrorCode(60, 502, "the job service refused or did not answer a request"),
 }

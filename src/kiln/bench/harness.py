@@ -42,14 +42,18 @@ class BenchResult:
     peak_rss_mb: float
     batch: int
     latency: dict
+    #: with ``profile=True``: per kernel (slowest first) ``kernel``, ``calls``, ``mean_us``,
+    #: ``share`` (:meth:`kiln.runtime.Model.profile`), timed after the latency runs
+    kernels: list | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def bench_artifact(path: str | Path, *, warmup: int = 3, repeat: int = 50,
-                   seed: int = 0) -> BenchResult:
-    """Load an artifact for this machine and time ``run`` on seeded inputs."""
+                   seed: int = 0, profile: bool = False) -> BenchResult:
+    """Load an artifact for this machine and time ``run`` on seeded inputs (and, with
+    ``profile``, every kernel in further runs: standalone artifacts only)."""
     from kiln.runtime import load
 
     start = time.perf_counter()
@@ -63,9 +67,10 @@ def bench_artifact(path: str | Path, *, warmup: int = 3, repeat: int = 50,
         arr = rng.standard_normal(shape) if np.dtype(dtype).kind == "f" else rng.integers(0, 4, shape)
         inputs[name] = arr.astype(dtype)
     times = measure(lambda: model.run(inputs), warmup=warmup, repeat=repeat)
+    kernels = model.profile(inputs, runs=repeat, warmup=0) if profile else None
     batch = shapes[0][0] if shapes and shapes[0] else 1
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return BenchResult(artifact=str(path), target=model.manifest.target["name"],
                        threads=os.environ.get("TVM_NUM_THREADS", "all usable CPUs"),
                        load_ms=load_ms, peak_rss_mb=peak_kb / 1024, batch=int(batch),
-                       latency=summarize(times, int(batch)))
+                       latency=summarize(times, int(batch)), kernels=kernels)

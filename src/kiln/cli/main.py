@@ -161,11 +161,14 @@ def bench_cmd(
     repeat: Annotated[int, typer.Option(help="timed runs")] = 50,
     warmup: Annotated[int, typer.Option(help="untimed runs first")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="then time every kernel (standalone "
+                                          "artifacts): the slowest first")] = False,
+    top: Annotated[int, typer.Option(help="kernels to list with --profile")] = 15,
 ) -> None:
     """Latency p50/p90/p99, throughput, load time and peak memory of ARTIFACT on this host."""
     from kiln.bench import bench_artifact
 
-    r = bench_artifact(artifact, warmup=warmup, repeat=repeat)
+    r = bench_artifact(artifact, warmup=warmup, repeat=repeat, profile=profile)
     if as_json:
         print(json.dumps(r.to_dict(), indent=2))
         return
@@ -175,6 +178,16 @@ def bench_cmd(
               f"{lat['p99_ms']:.3f} ms  ({lat['runs']} runs after {warmup} warm-up)", highlight=False)
     out.print(f"throughput {lat['throughput_per_s']:.1f}/s  load {r.load_ms:.1f} ms  peak RSS "
               f"{r.peak_rss_mb:.1f} MB", highlight=False)
+    if r.kernels is not None:
+        from rich.table import Table
+
+        total = sum(k["mean_us"] for k in r.kernels)
+        table = Table("kernel", "calls", "us per run", "share",
+                      title=f"{len(r.kernels)} kernels, {total / 1e3:.3f} ms per run in all")
+        for k in r.kernels[:top]:
+            table.add_row(k["kernel"], str(k["calls"]), f"{k['mean_us']:.1f}",
+                          f"{100 * k['share']:.1f}%")
+        out.print(table)
 
 
 @app.command("targets")

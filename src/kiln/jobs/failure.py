@@ -29,7 +29,8 @@ NEO_CLASS: dict[str, str] = {
     # artifact and runtime codes: a compile does not raise them, but if one does it is Kiln's fault
     **{code: "ServerError" for code in ("invalid_artifact", "unsafe_archive", "artifact_corrupt",
                                         "target_mismatch", "emulator_missing", "invalid_input",
-                                        "run_failed", "job_request_failed")},
+                                        "run_failed", "job_request_failed",
+                                        "profile_unsupported")},
     # codes other branches add (framework importers, trees, tuning); harmless before they land
     "unsupported_framework": "ClientError: InputConfiguration",
     "invalid_model_package": "ClientError: InputConfiguration",

@@ -41,6 +41,14 @@ int kiln_model_num_inputs(const kiln_model* model);
 /* File name of the model library in use: "model.so", or the portable fallback library
  * when this CPU lacks a feature the primary one needs (see "requires" in signature.txt). */
 const char* kiln_model_library(const kiln_model* model);
+
+/* Standalone runtime only: time every kernel call. kiln_model_profile(model, 1) starts afresh
+ * (returns the number of calls per run), (model, 0) stops; after some runs,
+ * kiln_model_profile_entry gives call `index`'s kernel name and the seconds it took in all
+ * `runs` runs together. */
+int kiln_model_profile(kiln_model* model, int enable);
+int kiln_model_profile_entry(const kiln_model* model, int index, const char** kernel,
+                             double* seconds, long* runs);
 int kiln_model_num_outputs(const kiln_model* model);
 
 /* Name, dtype ("float32", "int64", ...) and shape of input/output `index`.

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <tvm/ffi/c_api.h>
 
 #define KILN_MAX_NDIM 16
@@ -56,6 +57,8 @@ struct kiln_model {
   kernel_call* calls;
   void* lib;
   int ran;
+  double* prof_s;  /* kiln_model_profile: seconds in each call, summed over runs (NULL: off) */
+  long prof_runs;
   char* requires;  /* signature.txt "requires": CPU flags model.so may use (x86_64) */
   char* fallback;  /* "fallback": the portable kernel library for CPUs that lack them */
   char* fallback_plan; /* "fallback_plan <plan> <params>": the twin's own plan, if it differs */
@@ -377,7 +380,7 @@ KILN_EXPORT void kiln_model_destroy(kiln_model* m) {
   if (m->lib) dlclose(m->lib);
   free(m->in), free(m->out), free(m->in_data), free(m->out_tensor), free(m->arena);
   free(m->weights), free(m->tensors), free(m->shapes), free(m->calls);
-  free(m->requires), free(m->fallback), free(m->fallback_plan), free(m);
+  free(m->requires), free(m->fallback), free(m->fallback_plan), free(m->prof_s), free(m);
 }
 
 KILN_EXPORT int kiln_model_num_inputs(const kiln_model* m) { return m ? m->n_in : 0; }
@@ -444,21 +447,58 @@ KILN_EXPORT int kiln_model_set_input(kiln_model* m, int i, const void* data, siz
 
 static void trace_call(const kernel_call* c, int i);
 
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 KILN_EXPORT int kiln_model_run(kiln_model* m) {
   TVMFFIAny ret;
   int trace = getenv("KILN_TRACE") != NULL;
+  double t0 = 0;
   for (int i = 0; i < m->n_calls; ++i) {
     kernel_call* c = &m->calls[i];
     memset(&ret, 0, sizeof(ret));
     g_kernel_error[0] = '\0';
+    if (m->prof_s) t0 = now_s();
     if (c->fn(NULL, c->args, c->nargs, &ret) != 0) {
       set_error("kernel %s (call %d of %d) failed: %s", c->symbol + 10, i + 1, m->n_calls,
                 g_kernel_error[0] ? g_kernel_error : "no message");
       return -1;
     }
+    if (m->prof_s) m->prof_s[i] += now_s() - t0;
     if (trace) trace_call(c, i);
   }
+  if (m->prof_s) m->prof_runs++;
   m->ran = 1;
+  return 0;
+}
+
+/* Per-kernel timing (the standalone runtime only): enable != 0 starts it afresh (zeroed),
+ * 0 stops it. Returns the number of kernel calls per run, -1 on error. */
+KILN_EXPORT int kiln_model_profile(kiln_model* m, int enable) {
+  if (!m) return -1;
+  free(m->prof_s);
+  m->prof_s = NULL;
+  m->prof_runs = 0;
+  if (enable && !(m->prof_s = (double*)calloc((size_t)m->n_calls + 1, sizeof(double)))) {
+    set_error("out of memory for the profile");
+    return -1;
+  }
+  return m->n_calls;
+}
+
+/* Call `index` of a run: its kernel's name, the seconds it took summed over `runs` runs. */
+KILN_EXPORT int kiln_model_profile_entry(const kiln_model* m, int index, const char** kernel,
+                                         double* seconds, long* runs) {
+  if (!m || !m->prof_s || index < 0 || index >= m->n_calls) {
+    set_error("no profile entry %d (call kiln_model_profile(model, 1) and run first)", index);
+    return -1;
+  }
+  *kernel = m->calls[index].symbol + 10;
+  *seconds = m->prof_s[index];
+  *runs = m->prof_runs;
   return 0;
 }
 

@@ -35,10 +35,24 @@ _SIGNATURES = {
 }
 
 
+#: the standalone runtime's per-kernel timing (the TVM-runtime bundle has no such symbols)
+_PROFILE_SIGNATURES = {
+    "kiln_model_profile": ([ctypes.c_void_p, ctypes.c_int], ctypes.c_int),
+    "kiln_model_profile_entry": ([ctypes.c_void_p, ctypes.c_int,
+                                  ctypes.POINTER(ctypes.c_char_p),
+                                  ctypes.POINTER(ctypes.c_double),
+                                  ctypes.POINTER(ctypes.c_long)], ctypes.c_int),
+}
+
+
 def _bind(lib: ctypes.CDLL) -> None:
     for name, (args, res) in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, res
+    for name, (args, res) in _PROFILE_SIGNATURES.items():
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.argtypes, fn.restype = args, res
 
 
 _GPU_HINT = "run it on a machine with the NVIDIA GPU it was built for and driver >= 580 " \
@@ -139,6 +153,42 @@ class Model:
                                                        arr.nbytes), f"setting input {t.name!r}")
         self._check(self._lib.kiln_model_run(self._handle), "running the model")
         return [self._output(i) for i in range(len(self._outputs))]
+
+    def profile(self, x, runs: int = 20, warmup: int = 3) -> list[dict]:
+        """Time every kernel over ``runs`` runs on ``x`` (after ``warmup`` untimed ones):
+        one dict per kernel, slowest first, with ``kernel``, ``calls`` (per run), ``mean_us``
+        (per run, all its calls) and ``share`` of the kernels' total. Standalone artifacts
+        only (the default on CPUs)."""
+        if getattr(self._lib, "kiln_model_profile", None) is None:
+            raise KilnError("profile_unsupported", "per-kernel profiles need the standalone "
+                            "runtime; this artifact uses the TVM runtime",
+                            hint="compile for a CPU target with the default executor "
+                                 "(standalone)")
+        if runs < 1:
+            raise KilnError("invalid_options", f"runs must be at least 1, got {runs}",
+                            hint="e.g. runs=20")
+        for _ in range(warmup):
+            self.run(x)
+        n = self._lib.kiln_model_profile(self._handle, 1)
+        self._check(-1 if n < 0 else 0, "starting the profile")
+        try:
+            for _ in range(runs):
+                self.run(x)
+            totals: dict[str, list] = {}
+            name, secs, done = ctypes.c_char_p(), ctypes.c_double(), ctypes.c_long()
+            for i in range(n):
+                self._check(self._lib.kiln_model_profile_entry(
+                    self._handle, i, ctypes.byref(name), ctypes.byref(secs), ctypes.byref(done)),
+                    "reading the profile")
+                entry = totals.setdefault(name.value.decode(), [0, 0.0])
+                entry[0] += 1
+                entry[1] += secs.value
+        finally:
+            self._lib.kiln_model_profile(self._handle, 0)
+        total = sum(t for _, t in totals.values()) or 1.0
+        rows = [{"kernel": k, "calls": c, "mean_us": t / runs * 1e6, "share": t / total}
+                for k, (c, t) in totals.items()]
+        return sorted(rows, key=lambda r: -r["mean_us"])
 
     def _output(self, i: int) -> np.ndarray:
         shape, ndim = (ctypes.c_int64 * 16)(), ctypes.c_int()
