@@ -2,10 +2,11 @@
 
 Every fused kernel (a MetaSchedule *task*) first gets Kiln's default schedule measured and
 recorded in the target's database, with its trace, exactly like a candidate MetaSchedule found.
-The kernels that take most of the time then get Kiln's schedule with other register-tile shapes
-measured (:data:`TILE_SHAPES`, up to half of the trials or the budget) and MetaSchedule's search
-for the rest; a later compile applies the fastest record of each kernel. Tuning can therefore only replace a default schedule by one that
-measured faster on the device.
+The kernels that take most of the time then get variants of Kiln's schedule measured (other
+register tiles and loop orders, :data:`TILE_SHAPES`, up to half of the trials or the budget) and
+MetaSchedule's search for the rest; a later compile applies the fastest record of each kernel.
+Tuning can therefore only replace a default schedule by one that measured faster on the device.
+Candidates run with the weights flushed from the caches, as in a whole model.
 
 Databases live under :func:`kiln.optimize.tune_db.database_dir` (one per target fingerprint) and
 are reused by every later compile for that target.
@@ -149,9 +150,8 @@ def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
     report = TuneReport(database=workdir)
     consts = _constant_params(fused)
     say(f"measuring Kiln's default schedule of {len(tasks)} kernels")
-    defaults = _record_defaults(tasks, target, consts, lanes_for(spec.simd, dtype), database,
-                                builder, runner)
     lanes = lanes_for(spec.simd, dtype)
+    defaults = _record_defaults(tasks, target, consts, lanes, database, builder, runner)
 
     def tile_shapes(hot) -> int:
         say(f"measuring {len(TILE_SHAPES)} variants of Kiln's schedule (register tiles, loop "
