@@ -186,7 +186,8 @@ class Model:
         finally:
             self._lib.kiln_model_profile(self._handle, 0)
         total = sum(t for _, t in totals.values()) or 1.0
-        rows = [{"kernel": k, "calls": c, "mean_us": t / runs * 1e6, "share": t / total}
+        timed = done.value or runs  # the runs the runtime timed (equal to ``runs``)
+        rows = [{"kernel": k, "calls": c, "mean_us": t / timed * 1e6, "share": t / total}
                 for k, (c, t) in totals.items()]
         return sorted(rows, key=lambda r: -r["mean_us"])
 
