@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -58,7 +59,9 @@ def test_bench_profile_times_every_kernel_call(model_dir, tmp_path):
     np.testing.assert_array_equal(model.run(x)[0], before)
     text = run_kiln("bench", art, "--repeat", "3", "--profile", "--top", "2")
     assert text.returncode == 0 and f"{len(kernels)} kernels" in text.stdout
-    assert kernels[0]["kernel"] in text.stdout and kernels[-1]["kernel"] not in text.stdout
+    # --top 2 lists two kernel rows (which two depends on this run's timings)
+    rows = [line for line in text.stdout.splitlines() if re.search(r"\d%\s*│\s*$", line)]
+    assert len(rows) == 2, text.stdout
 
     tvm_art = tmp_path / "tvm.tar.gz"
     assert run_kiln("compile", model_dir / "mlp.onnx", "--platform", "LINUX/X86_64", "-o",
