@@ -72,6 +72,18 @@ CASES = {
         [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1),
          helper.make_node("Relu", ["g"], ["y"])],
         [_f32("x", [1, 72])], [_f32("y", [1, 96])], {"w": _w(96, 72), "b": _w(96)}),
+    # small feature maps: the pixels of a row are too few for a two-vector tile, so the
+    # rows and columns become one axis (196 pixels: 4-row tiles; 49: 6-row tiles, the last
+    # one predicated), with a residual and a batch of two
+    "conv_3x3_fused_pixels": lambda: _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Add", ["c", "x"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
+        [_f32("x", [1, 16, 14, 14])], [_f32("y", [1, 16, 14, 14])],
+        {"w": _w(16, 16, 3, 3), "b": _w(16)}),
+    "conv_1x1_7x7_batch2": lambda: _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+        [_f32("x", [2, 24, 7, 7])], [_f32("y", [2, 32, 7, 7])],
+        {"w": _w(32, 24, 1, 1), "b": _w(32)}),
     "pool_mean": lambda: _model(
         [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2]),
          helper.make_node("AveragePool", ["p"], ["a"], kernel_shape=[2, 2]),
@@ -306,3 +318,28 @@ def test_one_row_products_get_several_accumulator_vectors():
     assert sched._tile_shape(24, 1) == (24, 1)
     assert sched._tile_shape(10, 1) == (10, 8)    # not whole vectors: as before
     assert sched._tile_shape(1024, 64)[0] == 16   # rows to tile: the 2-vector micro-kernel
+
+
+def test_small_feature_maps_fuse_pixels_into_wide_tiles():
+    """A 14-wide map allowed only a one-vector tile of 7 rows (8 loads per 7 FMAs: ResNet-50's
+    14x14 and 7x7 stages ran at 2/3 of the rate of its larger ones). The conv now iterates
+    over all 196 pixels as one axis, in two-vector tiles of 4 pixels, and each tile writes back
+    exactly its own pixels (a bounding range over two separate axes began at the start of the
+    image row: stale values written back, wrong results across threads). 49 pixels: 6-row
+    tiles, the last one predicated."""
+    from kiln.optimize.cpu_schedule import CPUScheduleConfig, _Scheduler
+
+    sched = _Scheduler.__new__(_Scheduler)
+    sched.cfg = CPUScheduleConfig(vector_lanes=8)
+    assert sched._tile_shape(256, 14) == (8, 8)      # 14 alone: one vector, 7 rows
+    assert sched._tile_shape(256, 196) == (16, 6)    # 4 rows divide 196
+    assert sched._tile_shape(512, 49) == (16, 6)     # 9 tiles of 6 for 49: 10% waste
+    assert sched._tile_shape(48, 37) == (8, 8)       # 42 rows for 37: too much waste
+    conv = next(t for n, t in _scheduled_funcs(CASES["conv_3x3_fused_pixels"](), nhwc=True).items()
+                if "conv2d" in n)
+    assert "T.int64(196)" in conv and "T.vectorized(T.int64(16))" in conv, conv
+    assert "T.unroll(T.int64(4))" in conv and "T.where" not in conv
+    assert "in range(T.int64(4)):" in conv and "range(T.max(" not in conv  # the write-back
+    conv = next(t for n, t in _scheduled_funcs(CASES["conv_1x1_7x7_batch2"](), nhwc=True).items()
+                if "conv2d" in n)
+    assert "T.int64(49)" in conv and "T.unroll(T.int64(6))" in conv and "T.where" in conv, conv
