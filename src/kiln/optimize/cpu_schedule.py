@@ -188,6 +188,7 @@ class _Scheduler:
         rows_ext = ext[u] if u is not None and u not in shared else None
         if u is None:
             rows_ext = 1  # no row axis: a matrix-vector product
+        self.strided_rows = u is not None and self._rows_strided(blk, u)
         vf, max_rows = self._tile_shape(ext[v], rows_ext)
         padded = vf is None and (ext[v] or 0) > cfg.vector_lanes
         if padded:
@@ -298,13 +299,33 @@ class _Scheduler:
         r_narrow = max(d for d in range(1, 2 * rows + 1) if rows_extent % d == 0)
         if r_wide >= 2 and 2 * r_wide >= r_narrow:
             return 2 * lanes, wide_rows
-        if rows_extent >= 2 * wide_rows \
+        if rows_extent >= 2 * wide_rows and not getattr(self, "strided_rows", False) \
                 and -(-rows_extent // wide_rows) * wide_rows <= PREDICATED_ROWS_WASTE * rows_extent:
             # no divisor fits, but full tiles and a predicated last one waste little: the 49
             # pixels of a 7x7 map in 9 tiles of 6 rows ran 7-26% faster than in 7 tiles of
-            # one vector by 7 rows (ResNet-50's last stage, alone per conv)
+            # one vector by 7 rows (ResNet-50's last stage, alone per conv). Not for a strided
+            # conv: its predicated tile spilled accumulators (ResNet-50's stride-2 projection
+            # to 7x7, 1.45x slower)
             return 2 * lanes, wide_rows
         return narrow
+
+    def _rows_strided(self, blk, u: int) -> bool:
+        """Whether an operand is read with a stride along the row axis ``u`` (a strided conv
+        reads every second input pixel)."""
+        from tvm.sym.pattern import detect_linear_equation
+
+        block = self.sch.get(blk)
+        var = block.iter_vars[u].var
+        try:
+            for r in block.reads:
+                for rng in r.region:
+                    if var in _vars_in(rng.min):
+                        coef = detect_linear_equation(rng.min, [var])
+                        if coef and abs(_int(coef[0]) or 1) > 1:
+                            return True
+        except Exception:  # noqa: BLE001 - not linear: treat as strided
+            return True
+        return False
 
     def _fuse_rows_pays(self, blk, ext, kinds, v, u, shared, vf) -> bool:
         """Whether fusing the row axis ``u`` with the axis above it gives a wider register tile
