@@ -207,6 +207,7 @@ class _Scheduler:
         if u is None:
             rows_ext = 1  # no row axis: a matrix-vector product
         self.strided_rows = u is not None and self._rows_strided(blk, u)
+        image_batch = kinds.count("S") >= 4  # batch, two pixel axes, channels: a conv
         vf, max_rows = self._tile_shape(ext[v], rows_ext)
         padded = vf is None and (ext[v] or 0) > cfg.vector_lanes
         if padded:
@@ -273,12 +274,13 @@ class _Scheduler:
         small = weights is not None and weights <= cfg.cache_bytes and shared
         outer = sorted(outer, key=lambda t: -t[0] if small else t[0])
         acts = self.activation_bytes(blk, v_iter) or 0
-        if not small and weights and len(outer) > 2 and outer[1][0] == 1 and 0 not in shared \
+        if image_batch and not small and weights and len(outer) > 2 and outer[1][0] == 1 and 0 not in shared \
                 and kinds[0] == "S" and (ext[0] or 0) > 1 and u != 0 and ext[v] \
                 and acts > BATCH_OUTER_BYTES and ext[0] * weights < ext[v] // vf * acts:
             # a batch whose activations outgrow L2: weights outermost re-read them all for
             # every vf output channels (ResNet-50 batch 8: 64 x 1.6 MB for one 1x1 conv);
-            # one image at a time re-reads the weights once per image instead
+            # one image at a time re-reads the weights once per image instead. Convs only:
+            # BERT's batch-8 matmuls ran 8.5% slower this way
             outer = [outer[1], outer[0], *outer[2:]]
         outer = [lp for _, lp in outer]
         reds = [lp for i, lp in enumerate(loops) if kinds[i] == "R"]
