@@ -3,8 +3,10 @@ against ONNX Runtime (2 threads, no spinning), in one process, interleaved round
 
     .venv/bin/python bench/tuned_ab.py MODEL.onnx default warm=/work/tunedb3 cold=/work/tunedb5
 
-Each argument after the model is ``default`` (no database) or ``TAG=DIR`` (a ``KILN_TUNE_DIR``
-that `kiln tune` filled). Prints and writes ``bench/results/<date>-<arch>-tuned-ab.json``.
+Each argument after the model is ``default`` (no database), ``TAG=DIR`` (a ``KILN_TUNE_DIR``
+that `kiln tune` filled) or ``TAG=ARTIFACT.tar.gz`` (an artifact compiled beforehand from the same
+model, e.g. by an older commit: an A/B of two versions of the default schedules). Prints and
+writes ``bench/results/<date>-<arch>-tuned-ab.json`` (``--tag NAME``: ``...-NAME.json``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ def main(argv: list[str]) -> int:
     import kiln
     from kiln.options import CompileOptions
 
+    tag_name = ""
+    if "--tag" in argv:
+        i = argv.index("--tag")
+        tag_name, argv = "-" + argv[i + 1], argv[:i] + argv[i + 2:]
     path, variants = Path(argv[0]), argv[1:]
     model = onnx.load(path)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
@@ -36,6 +42,11 @@ def main(argv: list[str]) -> int:
     fns, pipelines = {}, {}
     for v in variants:
         tag, _, db = v.partition("=")
+        if db.endswith(".tar.gz"):
+            m = kiln.load(db)
+            pipelines[tag] = f"prebuilt {Path(db).name}"
+            fns[tag] = (lambda mm=m: mm.run({name: x}))
+            continue
         if db:
             os.environ["KILN_TUNE_DIR"] = db
         opts = CompileOptions() if db else CompileOptions(use_tuning_db=False)
@@ -65,7 +76,7 @@ def main(argv: list[str]) -> int:
               "databases": variants, "pipelines": pipelines}
     print(json.dumps(result, indent=2))
     dest = Path(__file__).parent / "results" / \
-        f"{dt.date.today().isoformat()}-{platform.machine()}-tuned-ab.json"
+        f"{dt.date.today().isoformat()}-{platform.machine()}-tuned-ab{tag_name}.json"
     dest.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
