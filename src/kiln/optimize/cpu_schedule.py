@@ -122,13 +122,8 @@ class _Scheduler:
         """Size of the largest buffer read along the vector axis (the weights of a conv)."""
         block = self.sch.get(blk)
         v_var = block.iter_vars[v].var
-        sizes = []
-        for r in block.reads:
-            if r.region and v_var in _vars_in(r.region[-1].min):
-                n = 1
-                for dim in r.source.shape:
-                    n *= _int(dim) or 0
-                sizes.append(n * (tvm.DataType(r.source.dtype).bits // 8))
+        sizes = [_buffer_bytes(r.source) for r in block.reads
+                 if r.region and v_var in _vars_in(r.region[-1].min)]
         return max(sizes) if sizes and all(sizes) else None
 
     def activation_bytes(self, blk, v: int) -> int | None:
@@ -137,15 +132,9 @@ class _Scheduler:
         block = self.sch.get(blk)
         v_var = block.iter_vars[v].var
         out = {w.source for w in block.writes}
-        sizes = []
-        for r in block.reads:
-            if any(r.source.same_as(o) for o in out) \
-                    or (r.region and v_var in _vars_in(r.region[-1].min)):
-                continue
-            n = 1
-            for dim in r.source.shape:
-                n *= _int(dim) or 0
-            sizes.append(n * (tvm.DataType(r.source.dtype).bits // 8))
+        sizes = [_buffer_bytes(r.source) for r in block.reads
+                 if not any(r.source.same_as(o) for o in out)
+                 and not (r.region and v_var in _vars_in(r.region[-1].min))]
         return max(sizes) if sizes and all(sizes) else None
 
     def inline_copies(self) -> None:
@@ -237,17 +226,13 @@ class _Scheduler:
             dim = [i for i, k in enumerate(kinds) if k == "S"].index(u)
             n_out = len(sch.get(wb).iter_vars)
             width = ext[u]
-            fused_map = tirx.IndexMap.from_func(
-                lambda *ax: (*ax[:dim - 1], ax[dim - 1] * width + ax[dim], *ax[dim + 1:]),
-                ndim=n_out)
+            fused_map = _fuse_axes_map(dim, width, n_out)
             sch.transform_layout(blk, ("write", 0), fused_map)
             sch.transform_block_layout(wb, fused_map)
             # the block itself iterates over the fused axis, so that its write region (and
             # so the write-back's) is exact: fused loops over separate iters left TVM a
             # bounding range that began at the start of an image row
-            sch.transform_block_layout(blk, tirx.IndexMap.from_func(
-                lambda *ax: (*ax[:u - 1], ax[u - 1] * width + ax[u], *ax[u + 1:]),
-                ndim=len(kinds)))
+            sch.transform_block_layout(blk, _fuse_axes_map(u, width, len(kinds)))
             ext[u - 1] = ext[u - 1] * ext[u]
             del ext[u], kinds[u]
             shared = frozenset(i - (i > u) for i in shared)
@@ -482,6 +467,20 @@ class _Scheduler:
             kinds = _iter_kinds(self.sch.get(blk))
             changed |= self._try(self.row_reduction if "R" in kinds else self.injective, blk)
         return self.sch.mod["main"] if changed else None
+
+
+def _buffer_bytes(buf) -> int:
+    """Size of a buffer in bytes (0 when a dimension is symbolic)."""
+    n = 1
+    for dim in buf.shape:
+        n *= _int(dim) or 0
+    return n * (tvm.DataType(buf.dtype).bits // 8)
+
+
+def _fuse_axes_map(pos: int, width: int, ndim: int) -> tirx.IndexMap:
+    """The index map that fuses axis ``pos`` (of extent ``width``) into the axis above it."""
+    return tirx.IndexMap.from_func(
+        lambda *ax: (*ax[:pos - 1], ax[pos - 1] * width + ax[pos], *ax[pos + 1:]), ndim=ndim)
 
 
 def _same_indices(a, b) -> bool:
