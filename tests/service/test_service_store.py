@@ -114,3 +114,40 @@ def test_kiln_keys_create_and_kiln_serve(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert (tmp_path / "state" / "jobs.sqlite").is_file()
+
+
+def test_heartbeats_cover_the_whole_job_not_only_the_compile(tmp_path):
+    """A slow step before the compile starts (here a `kiln compile --help` that takes 4 s, as a
+    cold worker's can) must not let the reaper take the job from a live worker."""
+    import threading
+
+    from kiln.jobs.executor import HEARTBEAT_S, ExecutorConfig, LocalExecutor
+
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    migrate(url)
+    store = JobStore(url)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not read")
+    slow = tmp_path / "slow-python"  # stands in for the interpreter: slow --help, then rc 3
+    slow.write_text("#!/bin/sh\nsleep 4\ncase \"$*\" in *--help*) echo --framework;; "
+                    "*) exit 3;; esac\n")
+    slow.chmod(0o755)
+    store.create("t", validate_create({**REQUEST, "InputConfig": {
+        "S3Uri": str(model), "Framework": "ONNX"}, "OutputConfig": {
+        "S3OutputLocation": str(tmp_path / "out"), "TargetDevice": "ml_c5"}}), "arn:j1",
+        active_limit=5)
+    row = store.claim_next()
+    executor = LocalExecutor(store, ExecutorConfig(state_dir=tmp_path / "state", concurrency=0,
+                                                   python=str(slow)))
+    runner = threading.Thread(target=executor.run, args=(row,))
+    runner.start()
+    reaped = 0
+    while runner.is_alive():
+        reaped += store.reap(HEARTBEAT_S + 1.5)  # a beat may be late by 1.5 s, not more
+        time.sleep(0.25)
+    runner.join()
+    job = store.by_id(row.id)
+    assert reaped == 0
+    assert job.status == "FAILED"
+    assert "stopped responding" not in job.record["FailureReason"]
+    assert "(exit status 3)" in job.record["FailureReason"], job.record["FailureReason"]

@@ -8,6 +8,7 @@ artifact and records its BLAKE2 digest. The service process itself never imports
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -27,7 +28,7 @@ from kiln.jobs.model import (COMPLETED, FAILED, STOPPED, STOPPING, now, target_a
 from kiln.jobs.store import JobRow, JobStore
 
 STOP_GRACE_S = 5.0
-HEARTBEAT_S = 5.0
+HEARTBEAT_S = 2.0  # a worker's beat; the server reaps after worker_timeout_s (>= 3 beats)
 LOG_TAIL_BYTES = 32 * 1024
 
 
@@ -89,7 +90,8 @@ class LocalExecutor:
         log = log_path(self.cfg.state_dir, row.id)
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fields = self._compile(row, work, log)
+            with self._heartbeats(row.id):  # ended before the job's last write below
+                fields = self._compile(row, work, log)
             self._finish(row.id, COMPLETED, **fields)
         except JobFailure as exc:
             self._finish(row.id, FAILED, FailureReason=exc.reason)
@@ -100,6 +102,29 @@ class LocalExecutor:
                 "ServerError", f"{type(exc).__name__}: {exc}"))
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _heartbeats(self, job_id: int):
+        """Heartbeats for the whole job, fetch and upload included, from a thread of its own,
+        so that no slow step (a cold ``kiln compile --help``, a large download) looks like a
+        dead worker to the server's reaper. The thread is joined before the job's final
+        record is written, so a late beat never overwrites it."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT_S):
+                try:
+                    self.store.heartbeat(job_id)
+                except Exception:  # the database is busy for a moment: the next beat
+                    pass
+
+        thread = threading.Thread(target=beat, daemon=True, name=f"kiln-heartbeat-{job_id}")
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def submit(self, job_id: int) -> None:
         """A new job was queued (the local workers poll the store, so nothing to do)."""
@@ -161,7 +186,6 @@ class LocalExecutor:
                                          "COLUMNS": "200"})
         with self._lock:
             self._procs[row.id] = proc
-        beat = time.time()
         try:
             while True:
                 try:
@@ -169,9 +193,6 @@ class LocalExecutor:
                     break
                 except subprocess.TimeoutExpired:
                     pass
-                if time.time() - beat > HEARTBEAT_S:
-                    self.store.heartbeat(row.id)
-                    beat = time.time()
                 if self._stop.is_set():
                     _terminate(proc)
                     raise JobFailure(failure.RESTARTED)
