@@ -54,6 +54,20 @@ CASES = {
         [_f32("x", [5, 40])], [_f32("y", [5, 48])],
         {"w": _w(48, 40), "b": _w(48), "sq2": np.array(np.sqrt(2), np.float32),
          "one": np.array(1.0, np.float32), "gamma": _w(48), "beta": _w(48)}),
+    # SiLU reads the conv's output twice (x * sigmoid(x)): still one pass, in the write-back
+    "conv_silu": lambda: _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])],
+        [_f32("x", [1, 8, 12, 12])], [_f32("y", [1, 24, 12, 12])],
+        {"w": _w(24, 8, 3, 3), "b": _w(24)}),
+    # NHWC pooling and a global mean: channel vectors, window (or map) summed outside them
+    "conv_maxpool_global_mean": lambda: _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                          pads=[1, 1, 1, 1]),
+         helper.make_node("GlobalAveragePool", ["p"], ["y"])],
+        [_f32("x", [2, 8, 15, 15])], [_f32("y", [2, 24, 1, 1])],
+        {"w": _w(24, 8, 3, 3), "b": _w(24)}),
     # prime row extents (197 tokens of a ViT, 13x13 maps of SqueezeNet): predicated tiles
     "matmul_prime_rows": lambda: _model(
         [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])],
@@ -152,6 +166,41 @@ def test_matmul_and_conv_get_parallel_vectorized_register_tiles():
     funcs = _scheduled_funcs(CASES["gemm_gelu_layernorm"]())
     gemm = next(t for n, t in funcs.items() if "matmul" in n)
     assert "T.parallel" in gemm and "T.vectorized" in gemm and "erf" in gemm
+
+
+def _blocks(text: str) -> list[str]:
+    import re
+
+    return re.findall(r'T\.sblock\("(\w+)"\)', text)
+
+
+@pytest.mark.parametrize("case", ["conv_silu", "gemm_gelu_layernorm"])
+def test_activations_reading_their_input_twice_fuse_into_the_write_back(case):
+    """SiLU (x * sigmoid(x)) and GELU (x * (1 + erf(x / sqrt 2)) / 2) read the product twice;
+    the whole activation is still computed in the tile's write-back, with no pass of its own
+    (each step of EfficientNet's SiLU was one pass over the conv's output)."""
+    funcs = _scheduled_funcs(CASES[case](), nhwc=True)
+    name, text = next((n, t) for n, t in funcs.items() if "conv2d" in n or "matmul" in n)
+    blocks = _blocks(text)
+    elementwise = [b for b in blocks if b.startswith("T_") or "sigmoid" in b or "erf" in b]
+    assert elementwise == [], (name, blocks)
+    write_back = [b for b in blocks if b.endswith("_global") and "param" not in b]
+    assert len(write_back) == 1, blocks
+    assert ("sigmoid" in name) == (case == "conv_silu")
+
+
+def test_nhwc_pooling_and_means_are_vectorized_over_channels():
+    funcs = _scheduled_funcs(CASES["conv_maxpool_global_mean"](), nhwc=True)
+    reductions = {n: t for n, t in funcs.items() if "pool" in n or "mean" in n}
+    assert len(reductions) == 2, list(funcs)
+    import re
+
+    for name, text in reductions.items():
+        # the reduction loops (window or map) run outside the vectorized channel loop
+        assert "T.parallel" in text, name
+        assert re.search(r"in T\.grid\([^\n]*\):\n\s*for \w+ in T\.vectorized\(T\.int64\(8\)\)",
+                         text), name
+        assert text.count("T.vectorized") >= 2, name  # the init too
 
 
 def test_tiles_and_zero_pads_need_no_workspace_allocation():

@@ -158,6 +158,48 @@ class _Scheduler:
                 except Exception:  # noqa: BLE001
                     continue
 
+    def inline_elementwise(self) -> None:
+        """Inline elementwise blocks into their one elementwise consumer, until none is left:
+        an activation that reads its input twice (SiLU ``x * sigmoid(x)``, GELU
+        ``x * erf(x)``) gave the conv's output two consumers, so the epilogue stopped at the
+        bias and each step of the activation (negate, exp, add, divide, multiply) cost a pass
+        over the whole output (EfficientNet's SiLU convs). Only one-to-one reads are inlined
+        (same shape, same indices): a broadcast consumer (the SE gate times the feature map)
+        would recompute its producer at every element it reads."""
+        changed = True
+        while changed:
+            changed = False
+            for _, blk in list(self._live()):
+                if self._elementwise_into_one(blk):
+                    try:
+                        self.sch.compute_inline(blk)
+                        changed = True
+                    except Exception:  # noqa: BLE001 - an output or not inlinable: keep it
+                        continue
+
+    def _elementwise_into_one(self, blk) -> bool:
+        block = self.sch.get(blk)
+        body = block.body
+        if not isinstance(body, tirx.BufferStore) or "R" in _iter_kinds(block) \
+                or len(block.writes) != 1:
+            return False
+        consumers = self.sch.get_consumers(blk)
+        if len(consumers) != 1:
+            return False
+        cblock = self.sch.get(consumers[0])
+        cbody = cblock.body
+        if not isinstance(cbody, tirx.BufferStore) or "R" in _iter_kinds(cblock):
+            return False
+        buf = body.buffer
+        if [_int(x) for x in buf.shape] != [_int(x) for x in cbody.buffer.shape]:
+            return False
+        # the consumer's read region of the buffer (the union of its loads) is the one
+        # element it writes: every load reads at the store's indices
+        regions = [r.region for r in cblock.reads if r.source.same_as(buf)]
+        return bool(regions) and all(
+            all(_int(rng.extent) == 1 for rng in region)
+            and _same_indices([rng.min for rng in region], cbody.indices) for region in regions)
+
     def _pads_a_depthwise(self, blk, body) -> bool:
         """A zero pad read by a depthwise conv along its channel (vector) axis: inlined, the
         padding test is one branch per vector load instead of a pass over the activations."""
@@ -419,6 +461,48 @@ class _Scheduler:
             sch.parallel(fused)
         return True
 
+    def channel_reduction(self, blk) -> bool:
+        """A reduction over the outer axes of its input whose output keeps the contiguous
+        last axis (pooling and global means of an NHWC feature map): the channels are split
+        into vectors, the window (or the whole map) is summed into one accumulator vector at
+        a time, and the pixels times channel vectors run in parallel. The row rule gave each
+        channel a scalar loop of strided loads (EfficientNet's squeeze-excite means over a
+        112x112x32 map ran a chain of 12544 dependent adds per channel)."""
+        sch, cfg = self.sch, self.cfg
+        block = sch.get(blk)
+        kinds = _iter_kinds(block)
+        loops = sch.get_loops(blk)
+        if len(loops) != len(kinds) or "R" not in kinds or kinds[-1] != "R" \
+                or block.init is None:
+            return False
+        first_r = kinds.index("R")
+        if "S" in kinds[first_r:] or first_r == 0:
+            return False
+        c = first_r - 1
+        c_var = block.iter_vars[c].var
+        red_vars = {block.iter_vars[i].var for i in range(first_r, len(kinds))}
+        out = {w.source for w in block.writes}
+        inputs = [r for r in block.reads if not any(r.source.same_as(o) for o in out)]
+        if not inputs or not all(
+                r.region and _vars_in(r.region[-1].min) == {c_var}
+                and red_vars & set().union(*(_vars_in(rng.min) for rng in r.region[:-1]))
+                for r in inputs):
+            return False
+        vf = _divisor(_int(block.iter_vars[c].dom.extent), cfg.vector_lanes)
+        if not vf:
+            return False
+        co, ci = sch.split(loops[c], [None, vf])
+        sch.reorder(*loops[:c], co, *loops[first_r:], ci)
+        outer = [*loops[:c], co]
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        ext = _int(sch.get(fused).extent)
+        if ext is None or ext >= cfg.min_parallel:
+            sch.parallel(fused)
+        sch.vectorize(ci)
+        init = sch.decompose_reduction(blk, loops[first_r])
+        sch.vectorize(sch.get_loops(init)[-1])
+        return True
+
     def injective(self, blk) -> bool:
         sch, cfg = self.sch, self.cfg
         loops = sch.get_loops(blk)
@@ -455,6 +539,7 @@ class _Scheduler:
         changed, done = False, set()
         before = len(self.blocks())
         self._try(self.inline_copies)
+        self._try(self.inline_elementwise)
         changed = len(self.blocks()) != before
         for name, blk in self._live():
             axes = self.gemm_axes(blk)
@@ -465,7 +550,11 @@ class _Scheduler:
             if name in done or _is_scheduled_tile(self.sch, blk):
                 continue
             kinds = _iter_kinds(self.sch.get(blk))
-            changed |= self._try(self.row_reduction if "R" in kinds else self.injective, blk)
+            if "R" in kinds:
+                changed |= self._try(self.channel_reduction, blk) \
+                    or self._try(self.row_reduction, blk)
+            else:
+                changed |= self._try(self.injective, blk)
         return self.sch.mod["main"] if changed else None
 
 
