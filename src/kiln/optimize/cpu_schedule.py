@@ -10,14 +10,20 @@ explicit vectorization. This pass gives every fused PrimFunc a schedule from thr
   parallel loop, and elementwise epilogues (bias, activation, residual) are fused into the
   write-back of the tile; when a row axis is too short for a two-vector tile (the 14 or 7
   pixels of a small feature map) it is fused with the axis above it (all 196 or 49 pixels);
-  where no row count divides the rows, the last tile is predicated;
-* **row reduction** (softmax, layer norm, mean, pooling): parallel over the output rows;
+  the last tile is predicated where that wastes little (or no row count divides the rows);
+  an odd number of vectors (24, 40 or 1000 channels) gets a tile of 3 vectors by 4 rows or
+  5 by 2, unrolled over single vectors;
+* **channel reduction** (pooling and global means of an NHWC map): vectorized over the
+  channels, the window or the map summed outside the vector, parallel over pixels;
+* **row reduction** (softmax, layer norm, other reductions): parallel over the output rows;
 * **injective** (elementwise, broadcast, transpose, padding): all loops fused, split into a
   parallel outer loop and a vectorized inner loop.
 
 Before these rules, copies that would cost a pass over the activations are inlined into their
 consumer: the zero-width pad of a 1x1 conv, and the zero pad of a depthwise conv (its padding
-test becomes one branch per vector load).
+test becomes one branch per vector load); and chains of elementwise blocks are inlined into
+their one elementwise consumer, so that an activation reading its input twice (SiLU, GELU)
+still fuses whole into the tile's write-back.
 
 A rule that does not apply leaves its block as it was, so the result is never worse than
 TVM's default; every schedule primitive is semantics-preserving (TVM checks each one).
@@ -49,6 +55,8 @@ class CPUScheduleConfig:
 GEMV_VECTORS = 4  # accumulator vectors of a one-row tile
 BATCH_OUTER_BYTES = 512 * 1024  # activations and weights above this (L2): batch loop outermost
 PREDICATED_ROWS_WASTE = 1.125  # most rows computed / rows needed for a predicated wide tile
+PREDICATED_ROWS_MIN_DEPTH = 64  # shortest reduction that prefers predicated over exact rows
+ODD_TILES = ((3, 4), (5, 2))  # (vectors, rows) of the tile for an odd number of vectors
 
 
 def lanes_for(simd: str | None, dtype: str = "float32") -> int:
@@ -284,7 +292,13 @@ class _Scheduler:
         loops = sch.get_loops(blk)
         vo, vi = sch.split(loops[v], [None, vf])
         outer, inner = [], [vi]
-        uf = _row_tile(ext[u], max_rows) if u is not None and ext[u] else None
+        depth = 1  # multiply-adds per output in the tile's reduction loops
+        for i, k in enumerate(kinds):
+            depth *= (ext[i] or 0) if k == "R" else 1
+        # a predicated tile pays only over a long reduction: with 9-24 (a depthwise conv,
+        # MobileNetV2's 16- and 24-channel 1x1 convs) its per-tile cost ran 1.2-1.9x slower
+        predicate = not self.strided_rows and depth >= PREDICATED_ROWS_MIN_DEPTH
+        uf = _row_tile(ext[u], max_rows, predicate) if u is not None and ext[u] else None
         for i, lp in enumerate(loops):
             if i == v:
                 outer.append((0, vo))
@@ -320,7 +334,7 @@ class _Scheduler:
         self._vectorize_innermost(wb)
         if len(inner) == 2:
             sch.unroll(inner[0])
-        sch.vectorize(inner[-1])
+        self._vectorize_lanes(inner[-1])
         sch.decompose_reduction(blk, reds[0])
         snapshot = sch.copy()
         try:
@@ -350,6 +364,14 @@ class _Scheduler:
             if n == 1 and count <= 2 * GEMV_VECTORS:
                 n = count  # 5 or 7 vectors: all of them, still within the 16 registers
             return lanes * n, 1
+        count = extent // lanes if extent and extent % lanes == 0 else 0
+        if self.cfg.wide_tiles and rows_extent and count > 1 and count % 2:
+            # an odd number of vectors (24 or 40 channels, SqueezeNet's 1000 classes):
+            # three vectors by four rows or five by two, instead of one vector by eight
+            # (nine loads for eight FMAs: SqueezeNet's classifier conv ran at half the rate)
+            for n, r in ODD_TILES:
+                if count % n == 0 and rows_extent >= r:
+                    return n * lanes, r
         if not (self.cfg.wide_tiles and rows_extent and extent and extent % (2 * lanes) == 0):
             return narrow
         wide_rows = (3 * rows) // 2
@@ -442,7 +464,18 @@ class _Scheduler:
         loops = self.sch.get_loops(blk)
         ext = _int(self.sch.get(loops[-1]).extent)
         if ext and ext <= 64 and ext % 2 == 0:
-            self.sch.vectorize(loops[-1])
+            self._vectorize_lanes(loops[-1])
+
+    def _vectorize_lanes(self, loop) -> None:
+        """Vectorize ``loop``; one of 3 or 5 vectors is unrolled over single vectors instead,
+        since LLVM widens a 24- or 40-lane vector to the next power of two (the 5-vector tile
+        of a 1000-channel conv ran 3.5x slower as one 40-lane loop)."""
+        ext, lanes = _int(self.sch.get(loop).extent), self.cfg.vector_lanes
+        count = ext // lanes if ext and ext % lanes == 0 else 0
+        if count > 1 and count & (count - 1):
+            outer, loop = self.sch.split(loop, [count, lanes])
+            self.sch.unroll(outer)
+        self.sch.vectorize(loop)
 
     def row_reduction(self, blk) -> bool:
         sch = self.sch
@@ -577,13 +610,21 @@ def _same_indices(a, b) -> bool:
     return len(a) == len(b) and all(tvm_ffi.structural_equal(x, y) for x, y in zip(a, b))
 
 
-def _row_tile(extent: int, max_rows: int) -> int:
-    """Rows of the register tile: the largest divisor of ``extent`` up to ``max_rows``, so that
-    no predicate is needed; when that is under half of ``max_rows`` (a prime extent such as 197
-    tokens, or 13 / 55 pixels, left one-row tiles: each broadcast input fed a single FMA and the
-    kernels ran 3-4x slower), ``max_rows`` itself, and the last tile is predicated."""
+def _row_tile(extent: int, max_rows: int, predicate: bool = True) -> int:
+    """Rows of the register tile: ``max_rows`` with the last tile predicated when that wastes
+    at most PREDICATED_ROWS_WASTE (56 pixels as 10 tiles of 6 rows: 3x3 convs on 56x56 and
+    28x28 maps ran 19-25% faster than as 14 tiles of 4); else the largest divisor of
+    ``extent`` up to ``max_rows``, so that no predicate is needed; when that is under half of
+    ``max_rows`` (a prime extent such as 197 tokens, or 13 / 55 pixels, left one-row tiles:
+    each broadcast input fed a single FMA and the kernels ran 3-4x slower), ``max_rows``
+    again. ``predicate=False`` (a strided conv, whose predicated tiles spilled accumulators)
+    keeps the divisor while it is at least half of ``max_rows``."""
     best = max(d for d in range(1, max_rows + 1) if extent % d == 0)
-    if 2 * best >= max_rows or extent < max_rows:
+    if best == max_rows or extent < max_rows or max_rows == 1:
+        return best
+    if predicate and -(-extent // max_rows) * max_rows <= PREDICATED_ROWS_WASTE * extent:
+        return max_rows
+    if 2 * best >= max_rows and best > 1:
         return best
     return max_rows
 
