@@ -295,9 +295,11 @@ class _Scheduler:
         depth = 1  # multiply-adds per output in the tile's reduction loops
         for i, k in enumerate(kinds):
             depth *= (ext[i] or 0) if k == "R" else 1
-        # a predicated tile pays only over a long reduction: with 9-24 (a depthwise conv,
-        # MobileNetV2's 16- and 24-channel 1x1 convs) its per-tile cost ran 1.2-1.9x slower
-        predicate = not self.strided_rows and depth >= PREDICATED_ROWS_MIN_DEPTH
+        # a predicated tile pays only in a conv over a long reduction: with 9-24 (a depthwise
+        # conv, MobileNetV2's 16- and 24-channel 1x1 convs) its per-tile cost ran 1.2-1.9x
+        # slower, and BERT's matmuls (128 rows as 22 tiles of 6, not 32 of 4) 1.4-1.9x slower
+        conv = image_batch and kinds.count("R") >= 3  # taps and channels (not a batch matmul)
+        predicate = conv and not self.strided_rows and depth >= PREDICATED_ROWS_MIN_DEPTH
         uf = _row_tile(ext[u], max_rows, predicate) if u is not None and ext[u] else None
         for i, lp in enumerate(loops):
             if i == v:
