@@ -31,10 +31,24 @@ def _w(*shape):
     return (RNG.standard_normal(shape) / np.sqrt(np.prod(shape[1:]) or 1)).astype(np.float32)
 
 
+def _conv(batch, cin, cout, size, kernel=1, stride=1, relu=True):
+    """A square conv with bias (``kernel // 2`` padding), then ReLU when ``relu``."""
+    attrs = {}
+    if kernel > 1:
+        attrs["pads"] = [kernel // 2] * 4
+    if stride > 1:
+        attrs["strides"] = [stride, stride]
+    out = (size + 2 * (kernel // 2) - kernel) // stride + 1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if relu else "y"], **attrs)]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    return _model(nodes, [_f32("x", [batch, cin, size, size])],
+                  [_f32("y", [batch, cout, out, out])],
+                  {"w": _w(cout, cin, kernel, kernel), "b": _w(cout)})
+
+
 CASES = {
-    "conv_1x1": lambda: _model([helper.make_node("Conv", ["x", "w", "b"], ["y"])],
-                               [_f32("x", [1, 16, 14, 14])], [_f32("y", [1, 32, 14, 14])],
-                               {"w": _w(32, 16, 1, 1), "b": _w(32)}),
+    "conv_1x1": lambda: _conv(1, 16, 32, 14, relu=False),
     "conv_grouped_strided": lambda: _model(
         [helper.make_node("Conv", ["x", "w"], ["c"], group=4, strides=[2, 2], pads=[1, 1, 1, 1]),
          helper.make_node("Relu", ["c"], ["y"])],
@@ -70,22 +84,13 @@ CASES = {
         {"w": _w(24, 8, 3, 3), "b": _w(24)}),
     # an odd number of channel vectors: 3 vectors by 4 rows (24 channels), 5 by 2 (40
     # channels on a 13x13 map: 13 rows as 7 tiles of 2, the last one predicated)
-    "conv_24_channels": lambda: _model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
-        [_f32("x", [1, 72, 12, 12])], [_f32("y", [1, 24, 12, 12])],
-        {"w": _w(24, 72, 1, 1), "b": _w(24)}),
-    "conv_40_channels_13x13": lambda: _model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
-        [_f32("x", [1, 16, 13, 13])], [_f32("y", [1, 40, 13, 13])],
-        {"w": _w(40, 16, 3, 3), "b": _w(40)}),
+    "conv_24_channels": lambda: _conv(1, 72, 24, 12),
+    "conv_40_channels_13x13": lambda: _conv(1, 16, 40, 13, kernel=3, relu=False),
     # prime row extents (197 tokens of a ViT, 13x13 maps of SqueezeNet): predicated tiles
     "matmul_prime_rows": lambda: _model(
         [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])],
         [_f32("x", [1, 37, 32])], [_f32("y", [1, 37, 48])], {"w": _w(32, 48), "b": _w(48)}),
-    "conv_1x1_prime_width": lambda: _model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
-        [_f32("x", [1, 16, 13, 13])], [_f32("y", [1, 32, 13, 13])],
-        {"w": _w(32, 16, 1, 1), "b": _w(32)}),
+    "conv_1x1_prime_width": lambda: _conv(1, 16, 32, 13),
     # a vector axis no lane count divides (q @ k^T over a ViT's 197 tokens): padded to 40
     "matmul_prime_vector_axis": lambda: _model(
         [helper.make_node("MatMul", ["x", "k"], ["s"]), helper.make_node("Div", ["s", "d"], ["y"])],
@@ -104,21 +109,12 @@ CASES = {
          helper.make_node("Add", ["c", "x"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
         [_f32("x", [1, 16, 14, 14])], [_f32("y", [1, 16, 14, 14])],
         {"w": _w(16, 16, 3, 3), "b": _w(16)}),
-    "conv_1x1_7x7_batch2": lambda: _model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
-        [_f32("x", [2, 24, 7, 7])], [_f32("y", [2, 32, 7, 7])],
-        {"w": _w(32, 24, 1, 1), "b": _w(32)}),
+    "conv_1x1_7x7_batch2": lambda: _conv(2, 24, 32, 7),
     # a strided 1x1 conv onto a 7x7 map (ResNet's projection shortcut): no predicated tile
-    "conv_1x1_stride2_7x7": lambda: _model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[2, 2])],
-        [_f32("x", [1, 16, 14, 14])], [_f32("y", [1, 32, 7, 7])],
-        {"w": _w(32, 16, 1, 1), "b": _w(32)}),
+    "conv_1x1_stride2_7x7": lambda: _conv(1, 16, 32, 14, stride=2, relu=False),
     # a batch of three whose activations (602 KB) and weights (655 KB) outgrow L2: one image
     # at a time
-    "conv_1x1_batch_outer": lambda: _model(
-        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
-        [_f32("x", [3, 256, 14, 14])], [_f32("y", [3, 640, 14, 14])],
-        {"w": _w(640, 256, 1, 1), "b": _w(640)}),
+    "conv_1x1_batch_outer": lambda: _conv(3, 256, 640, 14),
     "pool_mean": lambda: _model(
         [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2]),
          helper.make_node("AveragePool", ["p"], ["a"], kernel_shape=[2, 2]),

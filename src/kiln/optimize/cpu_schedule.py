@@ -139,10 +139,8 @@ class _Scheduler:
         accumulator (the activations of a conv)."""
         block = self.sch.get(blk)
         v_var = block.iter_vars[v].var
-        out = {w.source for w in block.writes}
-        sizes = [_buffer_bytes(r.source) for r in block.reads
-                 if not any(r.source.same_as(o) for o in out)
-                 and not (r.region and v_var in _vars_in(r.region[-1].min))]
+        sizes = [_buffer_bytes(r.source) for r in _input_reads(block)
+                 if not (r.region and v_var in _vars_in(r.region[-1].min))]
         return max(sizes) if sizes and all(sizes) else None
 
     def inline_copies(self) -> None:
@@ -357,16 +355,15 @@ class _Scheduler:
         if fixed and extent and extent % (fixed * lanes) == 0:
             return fixed * lanes, self.cfg.max_rows or 2 * rows
         narrow = (_divisor(extent, lanes), 2 * rows)
-        if rows_extent == 1 and extent and extent % lanes == 0:
+        count = _vector_count(extent, lanes)
+        if rows_extent == 1 and count:
             # one row (a batch-1 dense layer): a one-vector tile is one chain of dependent
             # FMAs (latency-bound: a 784-1024-1024-512 MLP ran at a quarter of the FMA rate);
             # up to GEMV_VECTORS vectors side by side give as many independent accumulators
-            count = extent // lanes
             n = max(d for d in range(1, GEMV_VECTORS + 1) if count % d == 0)
             if n == 1 and count <= 2 * GEMV_VECTORS:
                 n = count  # 5 or 7 vectors: all of them, still within the 16 registers
             return lanes * n, 1
-        count = extent // lanes if extent and extent % lanes == 0 else 0
         if self.cfg.wide_tiles and rows_extent and count > 1 and count % 2:
             # an odd number of vectors (24 or 40 channels, SqueezeNet's 1000 classes):
             # three vectors by four rows or five by two, instead of one vector by eight
@@ -473,7 +470,7 @@ class _Scheduler:
         since LLVM widens a 24- or 40-lane vector to the next power of two (the 5-vector tile
         of a 1000-channel conv ran 3.5x slower as one 40-lane loop)."""
         ext, lanes = _int(self.sch.get(loop).extent), self.cfg.vector_lanes
-        count = ext // lanes if ext and ext % lanes == 0 else 0
+        count = _vector_count(ext, lanes)
         if count > 1 and count & (count - 1):
             outer, loop = self.sch.split(loop, [count, lanes])
             self.sch.unroll(outer)
@@ -516,8 +513,7 @@ class _Scheduler:
         c = first_r - 1
         c_var = block.iter_vars[c].var
         red_vars = {block.iter_vars[i].var for i in range(first_r, len(kinds))}
-        out = {w.source for w in block.writes}
-        inputs = [r for r in block.reads if not any(r.source.same_as(o) for o in out)]
+        inputs = _input_reads(block)
         if not inputs or not all(
                 r.region and _vars_in(r.region[-1].min) == {c_var}
                 and red_vars & set().union(*(_vars_in(rng.min) for rng in r.region[:-1]))
@@ -593,6 +589,17 @@ class _Scheduler:
         return self.sch.mod["main"] if changed else None
 
 
+def _vector_count(extent: int | None, lanes: int) -> int:
+    """Whole vectors of ``lanes`` in ``extent`` (0: not a multiple, or symbolic)."""
+    return extent // lanes if extent and extent % lanes == 0 else 0
+
+
+def _input_reads(block) -> list:
+    """The regions ``block`` reads, except those of the buffers it writes (an accumulator)."""
+    out = [w.source for w in block.writes]
+    return [r for r in block.reads if not any(r.source.same_as(o) for o in out)]
+
+
 def _buffer_bytes(buf) -> int:
     """Size of a buffer in bytes (0 when a dimension is symbolic)."""
     n = 1
@@ -622,7 +629,7 @@ def _row_tile(extent: int, max_rows: int, predicate: bool = True) -> int:
     again. ``predicate=False`` (a strided conv, whose predicated tiles spilled accumulators)
     keeps the divisor while it is at least half of ``max_rows``."""
     best = max(d for d in range(1, max_rows + 1) if extent % d == 0)
-    if best == max_rows or extent < max_rows or max_rows == 1:
+    if best == max_rows or extent < max_rows:
         return best
     if predicate and -(-extent // max_rows) * max_rows <= PREDICATED_ROWS_WASTE * extent:
         return max_rows
