@@ -295,9 +295,15 @@ class _Scheduler:
             depth *= (ext[i] or 0) if k == "R" else 1
         # a predicated tile pays only in a conv over a long reduction: with 9-24 (a depthwise
         # conv, MobileNetV2's 16- and 24-channel 1x1 convs) its per-tile cost ran 1.2-1.9x
-        # slower, and BERT's matmuls (128 rows as 22 tiles of 6, not 32 of 4) 1.4-1.9x slower
+        # slower, and BERT's matmuls (128 rows as 22 tiles of 6, not 32 of 4) 1.4-1.9x slower;
+        # and only with taps (3x3): in a 1x1 conv LLVM keeps the predicate as a branch in the
+        # reduction loop and spills the predicated rows' accumulators on every step (ResNet-50's
+        # 56x56 1x1 convs over 64 channels: 21 GMAC/s, 54-65 with exact 4-row tiles)
         conv = image_batch and kinds.count("R") >= 3  # taps and channels (not a batch matmul)
-        predicate = conv and not self.strided_rows and depth >= PREDICATED_ROWS_MIN_DEPTH
+        reduce_ext = [ext[i] or 0 for i, k in enumerate(kinds) if k == "R"]
+        taps = depth // reduce_ext[-1] if reduce_ext and reduce_ext[-1] else 0
+        predicate = conv and taps > 1 and not self.strided_rows \
+            and depth >= PREDICATED_ROWS_MIN_DEPTH
         uf = _row_tile(ext[u], max_rows, predicate) if u is not None and ext[u] else None
         for i, lp in enumerate(loops):
             if i == v:
