@@ -10,7 +10,8 @@ explicit vectorization. This pass gives every fused PrimFunc a schedule from thr
   parallel loop, and elementwise epilogues (bias, activation, residual) are fused into the
   write-back of the tile; when a row axis is too short for a two-vector tile (the 14 or 7
   pixels of a small feature map) it is fused with the axis above it (all 196 or 49 pixels);
-  the last tile is predicated where that wastes little (or no row count divides the rows);
+  where that wastes little (or no row count divides the rows) the last tile overlaps the one
+  before it instead of being cut short (a predicated tile branched inside the reduction loop);
   an odd number of vectors (24, 40 or 1000 channels) gets a tile of 3 vectors by 4 rows or
   5 by 2, unrolled over single vectors;
 * **channel reduction** (pooling and global means of an NHWC map): vectorized over the
@@ -54,8 +55,8 @@ class CPUScheduleConfig:
 
 GEMV_VECTORS = 4  # accumulator vectors of a one-row tile
 BATCH_OUTER_BYTES = 512 * 1024  # activations and weights above this (L2): batch loop outermost
-PREDICATED_ROWS_WASTE = 1.125  # most rows computed / rows needed for a predicated wide tile
-PREDICATED_ROWS_MIN_DEPTH = 64  # shortest reduction that prefers predicated over exact rows
+PREDICATED_ROWS_WASTE = 1.125  # most rows computed / rows needed for a full-height tile
+PREDICATED_ROWS_MIN_DEPTH = 64  # shortest reduction that prefers full-height over exact rows
 ODD_TILES = ((3, 4), (5, 2))  # (vectors, rows) of the tile for an odd number of vectors
 
 
@@ -243,7 +244,6 @@ class _Scheduler:
         rows_ext = ext[u] if u is not None and u not in shared else None
         if u is None:
             rows_ext = 1  # no row axis: a matrix-vector product
-        self.strided_rows = u is not None and self._rows_strided(blk, u)
         image_batch = kinds.count("S") >= 4  # batch, two pixel axes, channels: a conv
         vf, max_rows = self._tile_shape(ext[v], rows_ext)
         padded = vf is None and (ext[v] or 0) > cfg.vector_lanes
@@ -293,17 +293,10 @@ class _Scheduler:
         depth = 1  # multiply-adds per output in the tile's reduction loops
         for i, k in enumerate(kinds):
             depth *= (ext[i] or 0) if k == "R" else 1
-        # a predicated tile pays only in a conv over a long reduction: with 9-24 (a depthwise
-        # conv, MobileNetV2's 16- and 24-channel 1x1 convs) its per-tile cost ran 1.2-1.9x
-        # slower, and BERT's matmuls (128 rows as 22 tiles of 6, not 32 of 4) 1.4-1.9x slower;
-        # and only with taps (3x3): in a 1x1 conv LLVM keeps the predicate as a branch in the
-        # reduction loop and spills the predicated rows' accumulators on every step (ResNet-50's
-        # 56x56 1x1 convs over 64 channels: 21 GMAC/s, 54-65 with exact 4-row tiles)
-        conv = image_batch and kinds.count("R") >= 3  # taps and channels (not a batch matmul)
-        reduce_ext = [ext[i] or 0 for i, k in enumerate(kinds) if k == "R"]
-        taps = depth // reduce_ext[-1] if reduce_ext and reduce_ext[-1] else 0
-        predicate = conv and taps > 1 and not self.strided_rows \
-            and depth >= PREDICATED_ROWS_MIN_DEPTH
+        # a full-height tile with an overlapping last one (see _overlap_last_tile) pays over a
+        # long reduction: 1x1 and strided convs 15-30% faster, BERT's matmuls 7%; a short one
+        # (MobileNetV2's 16- and 24-channel 1x1 convs, depthwise convs) keeps exact tiles
+        predicate = depth >= PREDICATED_ROWS_MIN_DEPTH
         uf = _row_tile(ext[u], max_rows, predicate) if u is not None and ext[u] else None
         for i, lp in enumerate(loops):
             if i == v:
@@ -341,13 +334,55 @@ class _Scheduler:
         if len(inner) == 2:
             sch.unroll(inner[0])
         self._vectorize_lanes(inner[-1])
-        sch.decompose_reduction(blk, reds[0])
+        init = sch.decompose_reduction(blk, reds[0])
         snapshot = sch.copy()
         try:
             self._pack_weights(blk, vf)
         except Exception:  # noqa: BLE001 - keep the unpacked layout
             self.sch = snapshot
+        self._overlap_last_tile((init, blk, wb))
         return True
+
+    def _overlap_last_tile(self, blocks) -> None:
+        """Turn the predicated last row tile of the tile's init, update and write-back blocks
+        into a full tile that overlaps the one before it: rows ``min(start, E - U) + r``
+        instead of ``start + r`` where ``start + r < E``. LLVM kept the predicate as a branch
+        inside the reduction loop and spilled the predicated rows' accumulators on every step
+        (MobileNetV2 batch 8's 7x7 1x1 convs, 49 pixels in tiles of 6, ran at 28 GMAC/s; 55-58
+        with the overlap). The overlapping rows are computed twice, each time in the tile's
+        own accumulator (allocated inside the parallel loop), and written twice with the same
+        value. All three blocks or none: they must agree on the rows of a tile."""
+        sch = self.sch
+        plan = []
+        for blk in blocks:
+            loops = sch.get_loops(blk)
+            parent = sch.get(loops[-1]) if loops else None
+            realize = getattr(parent, "body", None)
+            pred = getattr(realize, "predicate", None)
+            if not isinstance(realize, s_tir.SBlockRealize) or not isinstance(pred, tirx.LT) \
+                    or not isinstance(pred.a, tirx.Add) or not isinstance(pred.a.b, tirx.Var):
+                return
+            total, row = _int(pred.b), pred.a.b
+            rows = next((_int(sch.get(lp).extent) for lp in loops
+                         if sch.get(lp).loop_var.same_as(row)), None)
+            if not total or not rows or rows > total:
+                return
+            # the binding of the same iter: ``start + r`` over a domain of E (the predicate may
+            # spell ``start`` differently, e.g. with a redundant modulo)
+            hits = [i for i, (iv, e) in enumerate(zip(realize.block.iter_vars, realize.iter_values))
+                    if isinstance(e, tirx.Add) and isinstance(e.b, tirx.Var) and e.b.same_as(row)
+                    and _int(iv.dom.extent) == total]
+            others = [e for i, e in enumerate(realize.iter_values) if i not in hits]
+            if len(hits) != 1 or any(v.same_as(row) for e in others for v in _vars_in(e)):
+                return
+            values = list(realize.iter_values)
+            values[hits[0]] = tirx.Min(values[hits[0]].a, pred.b - rows) + row
+            plan.append((loops[-1], parent, realize, values))
+        for loop_rv, parent, realize, values in plan:
+            new = s_tir.SBlockRealize(values, True, realize.block)
+            loop = tirx.For(parent.loop_var, parent.min, parent.extent, parent.kind, new,
+                            parent.thread_binding, parent.annotations)
+            sch.state.replace(sch.get_sref(loop_rv), loop, {realize.block: realize.block})
 
     def _tile_shape(self, extent: int | None, rows_extent: int | None) -> tuple[int | None, int]:
         """(V lanes, most U rows) of the register tile for a vector axis of ``extent`` and
@@ -384,33 +419,13 @@ class _Scheduler:
         r_narrow = max(d for d in range(1, 2 * rows + 1) if rows_extent % d == 0)
         if r_wide >= 2 and 2 * r_wide >= r_narrow:
             return 2 * lanes, wide_rows
-        if rows_extent >= 2 * wide_rows and not getattr(self, "strided_rows", False) \
+        if rows_extent >= 2 * wide_rows \
                 and -(-rows_extent // wide_rows) * wide_rows <= PREDICATED_ROWS_WASTE * rows_extent:
-            # no divisor fits, but full tiles and a predicated last one waste little: the 49
+            # no divisor fits, but full tiles and an overlapping last one waste little: the 49
             # pixels of a 7x7 map in 9 tiles of 6 rows ran 7-26% faster than in 7 tiles of
-            # one vector by 7 rows (ResNet-50's last stage, alone per conv). Not for a strided
-            # conv: its predicated tile spilled accumulators (ResNet-50's stride-2 projection
-            # to 7x7, 1.45x slower)
+            # one vector by 7 rows (ResNet-50's last stage, alone per conv)
             return 2 * lanes, wide_rows
         return narrow
-
-    def _rows_strided(self, blk, u: int) -> bool:
-        """Whether an operand is read with a stride along the row axis ``u`` (a strided conv
-        reads every second input pixel)."""
-        from tvm.sym.pattern import detect_linear_equation
-
-        block = self.sch.get(blk)
-        var = block.iter_vars[u].var
-        try:
-            for r in block.reads:
-                for rng in r.region:
-                    if var in _vars_in(rng.min):
-                        coef = detect_linear_equation(rng.min, [var])
-                        if coef and abs(_int(coef[0]) or 1) > 1:
-                            return True
-        except Exception:  # noqa: BLE001 - not linear: treat as strided
-            return True
-        return False
 
     def _fuse_rows_pays(self, blk, ext, kinds, v, u, shared, vf) -> bool:
         """Whether fusing the row axis ``u`` with the axis above it gives a wider register tile
@@ -632,8 +647,9 @@ def _row_tile(extent: int, max_rows: int, predicate: bool = True) -> int:
     ``extent`` up to ``max_rows``, so that no predicate is needed; when that is under half of
     ``max_rows`` (a prime extent such as 197 tokens, or 13 / 55 pixels, left one-row tiles:
     each broadcast input fed a single FMA and the kernels ran 3-4x slower), ``max_rows``
-    again. ``predicate=False`` (a strided conv, whose predicated tiles spilled accumulators)
-    keeps the divisor while it is at least half of ``max_rows``."""
+    again. ``predicate=False`` (a short reduction) keeps the divisor while it is at least half
+    of ``max_rows``. A "predicated" last tile is made to overlap the one before it by
+    ``_Scheduler._overlap_last_tile`` wherever the tile's blocks allow."""
     best = max(d for d in range(1, max_rows + 1) if extent % d == 0)
     if best == max_rows or extent < max_rows:
         return best
