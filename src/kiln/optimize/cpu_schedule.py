@@ -293,10 +293,13 @@ class _Scheduler:
         depth = 1  # multiply-adds per output in the tile's reduction loops
         for i, k in enumerate(kinds):
             depth *= (ext[i] or 0) if k == "R" else 1
-        # a full-height tile with an overlapping last one (see _overlap_last_tile) pays over a
-        # long reduction: 1x1 and strided convs 15-30% faster, BERT's matmuls 7%; a short one
-        # (MobileNetV2's 16- and 24-channel 1x1 convs, depthwise convs) keeps exact tiles
-        predicate = depth >= PREDICATED_ROWS_MIN_DEPTH
+        # a full-height tile with an overlapping last one (see _overlap_last_tile) pays in a
+        # conv over a long reduction: 1x1 and strided convs 15-30% faster than in exact 4-row
+        # tiles. A short reduction (MobileNetV2's 16- and 24-channel 1x1 convs, depthwise
+        # convs) keeps exact tiles, and so do matmuls whose rows a 4-row tile divides (BERT's
+        # 128 tokens in 22 tiles of 6: its matmuls 12% slower than in 32 of 4)
+        conv = image_batch and kinds.count("R") >= 3  # taps and channels (not a batch matmul)
+        predicate = conv and depth >= PREDICATED_ROWS_MIN_DEPTH
         uf = _row_tile(ext[u], max_rows, predicate) if u is not None and ext[u] else None
         for i, lp in enumerate(loops):
             if i == v:
