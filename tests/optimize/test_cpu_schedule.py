@@ -126,8 +126,9 @@ CASES = {
 }
 
 
-def _scheduled_funcs(onnx_model, simd="avx2", as_text=True, nhwc=False):
-    """The PrimFuncs after Kiln's CPU pipeline, as TVMScript text by name."""
+def _scheduled_funcs(onnx_model, simd="avx2", as_text=True, nhwc=False, unscheduled=False):
+    """The PrimFuncs after Kiln's CPU pipeline, as TVMScript text by name (``unscheduled``:
+    before Kiln's schedules)."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.relax.frontend.onnx import from_onnx
@@ -143,7 +144,8 @@ def _scheduled_funcs(onnx_model, simd="avx2", as_text=True, nhwc=False):
             mod = tvm.transform.Sequential(pre_schedule_passes(target, opt_level=2))(mod)
         else:
             mod = tvm.transform.Sequential([*cpu.legalize_passes(target)])(mod)
-        mod = schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd)))(mod)
+        if not unscheduled:
+            mod = schedule_cpu(CPUScheduleConfig(vector_lanes=lanes_for(simd)))(mod)
     return {gv.name_hint: f.script() if as_text else f for gv, f in mod.functions_items()
             if isinstance(f, tvm.tirx.PrimFunc)}
 
@@ -481,3 +483,28 @@ def test_large_batches_run_one_image_at_a_time():
     conv = next(t for n, t in _scheduled_funcs(CASES["conv_3x3_fused_pixels"](), nhwc=True).items()
                 if "conv2d" in n)  # a batch of one, 9 KB of weights: activation tiles outermost
     assert _parallel_loop(conv).startswith("ax0_ax1_0"), _parallel_loop(conv)
+
+
+def test_a_replayed_trace_gets_the_overlapping_last_tile_back():
+    """A tuning record stores the schedule's trace, and the overlap rewrite is not a traced
+    instruction: replayed alone, the record gave back the predicated tile (ResNet-50 tuned
+    ran 80.9 ms against 67.0 for the defaults). The trace marks each tile's blocks, and
+    ``overlap_annotated_tiles`` (applied with the tuning database) repeats the rewrite: the
+    replayed kernel is then the one Kiln scheduled and measured."""
+    import tvm
+    from tvm import s_tir
+
+    from kiln.optimize.cpu_schedule import (CPUScheduleConfig, _Scheduler,
+                                            overlap_annotated_tiles)
+
+    raw = next(f for n, f in _scheduled_funcs(CASES["matmul_prime_rows"](), as_text=False,
+                                              unscheduled=True).items() if "matmul" in n)
+    sched = _Scheduler(raw, CPUScheduleConfig(vector_lanes=8), frozenset())
+    scheduled = sched.run()
+    replay = s_tir.Schedule(raw)
+    sched.sch.trace.apply_to_schedule(replay, remove_postproc=False)
+    replayed = replay.mod["main"]
+    assert "T.where" in replayed.script() and "T.min(" not in replayed.script()
+    fixed = overlap_annotated_tiles(replayed)
+    assert "T.where" not in fixed.script() and fixed.script().count("T.min(") == 3
+    tvm.ir.assert_structural_equal(fixed, scheduled)

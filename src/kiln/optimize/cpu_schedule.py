@@ -58,6 +58,7 @@ BATCH_OUTER_BYTES = 512 * 1024  # activations and weights above this (L2): batch
 PREDICATED_ROWS_WASTE = 1.125  # most rows computed / rows needed for a full-height tile
 PREDICATED_ROWS_MIN_DEPTH = 64  # shortest reduction that prefers full-height over exact rows
 ODD_TILES = ((3, 4), (5, 2))  # (vectors, rows) of the tile for an odd number of vectors
+OVERLAP_TILE = "kiln.overlap_tile"  # block annotation: the blocks of one register tile
 
 
 def lanes_for(simd: str | None, dtype: str = "float32") -> int:
@@ -343,49 +344,13 @@ class _Scheduler:
             self._pack_weights(blk, vf)
         except Exception:  # noqa: BLE001 - keep the unpacked layout
             self.sch = snapshot
-        self._overlap_last_tile((init, blk, wb))
+        # the annotation is a traced instruction, the rewrite is not: a tuning record replays
+        # the trace, and overlap_annotated_tiles repeats the rewrite on the replayed kernel
+        tile = self.sch.get(blk).name_hint
+        for b in (init, blk, wb):
+            self.sch.annotate(b, OVERLAP_TILE, tile)
+        _overlap_last_tile(self.sch, (init, blk, wb))
         return True
-
-    def _overlap_last_tile(self, blocks) -> None:
-        """Turn the predicated last row tile of the tile's init, update and write-back blocks
-        into a full tile that overlaps the one before it: rows ``min(start, E - U) + r``
-        instead of ``start + r`` where ``start + r < E``. LLVM kept the predicate as a branch
-        inside the reduction loop and spilled the predicated rows' accumulators on every step
-        (MobileNetV2 batch 8's 7x7 1x1 convs, 49 pixels in tiles of 6, ran at 28 GMAC/s; 55-58
-        with the overlap). The overlapping rows are computed twice, each time in the tile's
-        own accumulator (allocated inside the parallel loop), and written twice with the same
-        value. All three blocks or none: they must agree on the rows of a tile."""
-        sch = self.sch
-        plan = []
-        for blk in blocks:
-            loops = sch.get_loops(blk)
-            parent = sch.get(loops[-1]) if loops else None
-            realize = getattr(parent, "body", None)
-            pred = getattr(realize, "predicate", None)
-            if not isinstance(realize, s_tir.SBlockRealize) or not isinstance(pred, tirx.LT) \
-                    or not isinstance(pred.a, tirx.Add) or not isinstance(pred.a.b, tirx.Var):
-                return
-            total, row = _int(pred.b), pred.a.b
-            rows = next((_int(sch.get(lp).extent) for lp in loops
-                         if sch.get(lp).loop_var.same_as(row)), None)
-            if not total or not rows or rows > total:
-                return
-            # the binding of the same iter: ``start + r`` over a domain of E (the predicate may
-            # spell ``start`` differently, e.g. with a redundant modulo)
-            hits = [i for i, (iv, e) in enumerate(zip(realize.block.iter_vars, realize.iter_values))
-                    if isinstance(e, tirx.Add) and isinstance(e.b, tirx.Var) and e.b.same_as(row)
-                    and _int(iv.dom.extent) == total]
-            others = [e for i, e in enumerate(realize.iter_values) if i not in hits]
-            if len(hits) != 1 or any(v.same_as(row) for e in others for v in _vars_in(e)):
-                return
-            values = list(realize.iter_values)
-            values[hits[0]] = tirx.Min(values[hits[0]].a, pred.b - rows) + row
-            plan.append((loops[-1], parent, realize, values))
-        for loop_rv, parent, realize, values in plan:
-            new = s_tir.SBlockRealize(values, True, realize.block)
-            loop = tirx.For(parent.loop_var, parent.min, parent.extent, parent.kind, new,
-                            parent.thread_binding, parent.annotations)
-            sch.state.replace(sch.get_sref(loop_rv), loop, {realize.block: realize.block})
 
     def _tile_shape(self, extent: int | None, rows_extent: int | None) -> tuple[int | None, int]:
         """(V lanes, most U rows) of the register tile for a vector axis of ``extent`` and
@@ -611,6 +576,62 @@ class _Scheduler:
             else:
                 changed |= self._try(self.injective, blk)
         return self.sch.mod["main"] if changed else None
+
+
+def _overlap_last_tile(sch, blocks) -> None:
+    """Turn the predicated last row tile of the tile's init, update and write-back blocks
+    into a full tile that overlaps the one before it: rows ``min(start, E - U) + r``
+    instead of ``start + r`` where ``start + r < E``. LLVM kept the predicate as a branch
+    inside the reduction loop and spilled the predicated rows' accumulators on every step
+    (MobileNetV2 batch 8's 7x7 1x1 convs, 49 pixels in tiles of 6, ran at 28 GMAC/s; 55-58
+    with the overlap). The overlapping rows are computed twice, each time in the tile's
+    own accumulator (allocated inside the parallel loop), and written twice with the same
+    value. All three blocks or none: they must agree on the rows of a tile."""
+    plan = []
+    for blk in blocks:
+        loops = sch.get_loops(blk)
+        parent = sch.get(loops[-1]) if loops else None
+        realize = getattr(parent, "body", None)
+        pred = getattr(realize, "predicate", None)
+        if not isinstance(realize, s_tir.SBlockRealize) or not isinstance(pred, tirx.LT) \
+                or not isinstance(pred.a, tirx.Add) or not isinstance(pred.a.b, tirx.Var):
+            return
+        total, row = _int(pred.b), pred.a.b
+        rows = next((_int(sch.get(lp).extent) for lp in loops
+                     if sch.get(lp).loop_var.same_as(row)), None)
+        if not total or not rows or rows > total:
+            return
+        # the binding of the same iter: ``start + r`` over a domain of E (the predicate may
+        # spell ``start`` differently, e.g. with a redundant modulo)
+        hits = [i for i, (iv, e) in enumerate(zip(realize.block.iter_vars, realize.iter_values))
+                if isinstance(e, tirx.Add) and isinstance(e.b, tirx.Var) and e.b.same_as(row)
+                and _int(iv.dom.extent) == total]
+        others = [e for i, e in enumerate(realize.iter_values) if i not in hits]
+        if len(hits) != 1 or any(v.same_as(row) for e in others for v in _vars_in(e)):
+            return
+        values = list(realize.iter_values)
+        values[hits[0]] = tirx.Min(values[hits[0]].a, pred.b - rows) + row
+        plan.append((loops[-1], parent, realize, values))
+    for loop_rv, parent, realize, values in plan:
+        new = s_tir.SBlockRealize(values, True, realize.block)
+        loop = tirx.For(parent.loop_var, parent.min, parent.extent, parent.kind, new,
+                        parent.thread_binding, parent.annotations)
+        sch.state.replace(sch.get_sref(loop_rv), loop, {realize.block: realize.block})
+
+
+def overlap_annotated_tiles(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Repeat ``_overlap_last_tile`` on the tiles a replayed trace marked with OVERLAP_TILE (a
+    tuning record of Kiln's schedule: the rewrite itself is not a traced instruction)."""
+    sch = s_tir.Schedule(func)
+    groups: dict[str, list] = {}
+    for blk in sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []:
+        tile = sch.get(blk).annotations.get(OVERLAP_TILE)
+        if tile is not None:
+            groups.setdefault(str(tile), []).append(blk)
+    for blocks in groups.values():
+        if len(blocks) == 3:
+            _overlap_last_tile(sch, blocks)
+    return sch.mod["main"] if groups else func
 
 
 def _vector_count(extent: int | None, lanes: int) -> int:

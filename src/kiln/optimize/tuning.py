@@ -32,7 +32,8 @@ from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
 from kiln.errors import KilnError
-from kiln.optimize.cpu_schedule import CPUScheduleConfig, _constant_params, _Scheduler, lanes_for
+from kiln.optimize.cpu_schedule import (CPUScheduleConfig, _constant_params, _Scheduler, lanes_for,
+                                       overlap_annotated_tiles)
 from kiln.optimize.tune_db import database_dir, write_info
 from kiln.options import TuneOptions
 from kiln.targets import TargetSpec
@@ -476,6 +477,9 @@ def apply_database(spec: TargetSpec, applied: list[str]):
         for gv, func in out.functions_items():
             if isinstance(func, tvm.tirx.PrimFunc) and func.attrs.get("tirx.is_scheduled", False):
                 applied.append(gv.name_hint)
+                # a record of Kiln's own schedule replays its trace, which marks the register
+                # tiles but cannot carry their overlapping last tile: repeat that rewrite
+                out[gv] = overlap_annotated_tiles(func)
         return out
 
     return _pass
