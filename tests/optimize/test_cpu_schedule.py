@@ -83,10 +83,10 @@ CASES = {
         [_f32("x", [2, 8, 15, 15])], [_f32("y", [2, 24, 1, 1])],
         {"w": _w(24, 8, 3, 3), "b": _w(24)}),
     # an odd number of channel vectors: 3 vectors by 4 rows (24 channels), 5 by 2 (40
-    # channels on a 13x13 map: 13 rows as 7 tiles of 2, the last one predicated)
+    # channels on a 13x13 map: 13 rows as 7 tiles of 2, the last one overlapping)
     "conv_24_channels": lambda: _conv(1, 72, 24, 12),
     "conv_40_channels_13x13": lambda: _conv(1, 16, 40, 13, kernel=3, relu=False),
-    # prime row extents (197 tokens of a ViT, 13x13 maps of SqueezeNet): predicated tiles
+    # prime row extents (197 tokens of a ViT, 13x13 maps of SqueezeNet): full-height tiles
     "matmul_prime_rows": lambda: _model(
         [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])],
         [_f32("x", [1, 37, 32])], [_f32("y", [1, 37, 48])], {"w": _w(32, 48), "b": _w(48)}),
@@ -103,7 +103,7 @@ CASES = {
         [_f32("x", [1, 72])], [_f32("y", [1, 96])], {"w": _w(96, 72), "b": _w(96)}),
     # small feature maps: the pixels of a row are too few for a two-vector tile, so the
     # rows and columns become one axis (196 pixels: 4-row tiles; 49: 6-row tiles, the last
-    # one predicated), with a residual and a batch of two
+    # one overlapping), with a residual and a batch of two
     "conv_3x3_fused_pixels": lambda: _model(
         [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
          helper.make_node("Add", ["c", "x"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
@@ -113,7 +113,8 @@ CASES = {
     # a 1x1 conv over 64 channels on 56-pixel rows: 10 tiles of 6 rows, the last one
     # overlapping (a predicated one branched inside the reduction loop and spilled)
     "conv_1x1_deep_56_rows": lambda: _conv(1, 64, 32, 56),
-    # a strided 1x1 conv onto a 7x7 map (ResNet's projection shortcut): no predicated tile
+    # a strided 1x1 conv onto a 7x7 map (ResNet's projection shortcut): 6-row tiles, the
+    # last one overlapping
     "conv_1x1_stride2_7x7": lambda: _conv(1, 16, 32, 14, stride=2, relu=False),
     # a batch of three whose activations (602 KB) and weights (655 KB) outgrow L2: one image
     # at a time

@@ -673,7 +673,7 @@ def _row_tile(extent: int, max_rows: int, predicate: bool = True) -> int:
     each broadcast input fed a single FMA and the kernels ran 3-4x slower), ``max_rows``
     again. ``predicate=False`` (a short reduction) keeps the divisor while it is at least half
     of ``max_rows``. A "predicated" last tile is made to overlap the one before it by
-    ``_Scheduler._overlap_last_tile`` wherever the tile's blocks allow."""
+    ``_overlap_last_tile`` wherever the tile's blocks allow."""
     best = max(d for d in range(1, max_rows + 1) if extent % d == 0)
     if best == max_rows or extent < max_rows:
         return best
