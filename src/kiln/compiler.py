@@ -157,6 +157,10 @@ def _tune(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
         from kiln.optimize.cuda_tuning import tune_cuda
 
         return tune_cuda(imported.mod, spec, tuning, dtype=dtype, progress=progress)
+    from kiln.compiler_tuning import runs_here, tune_in_model
+
+    if runs_here(spec, tuning):  # each kernel's schedule is chosen by timing the whole model
+        return tune_in_model(imported, spec, tuning, dtype, progress)
     from kiln.optimize.tuning import tune_model as tune_kernels
 
     return tune_kernels(imported.mod, spec, tuning, dtype=dtype, progress=progress)

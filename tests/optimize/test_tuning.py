@@ -292,3 +292,153 @@ def test_candidates_are_measured_with_cold_weights():
 
     config = _runner(TuneOptions(trials=1)).evaluator_config
     assert config.enable_cpu_cache_flush is True and config.number == 1
+
+
+@pytest.fixture(scope="module")
+def host_tuned(mlp, tmp_path_factory):
+    """`kiln tune` measured on this machine, so each kernel is chosen in the whole model;
+    (report, env)."""
+    env = {"KILN_TUNE_DIR": str(tmp_path_factory.mktemp("hostdb"))}
+    res = run_kiln("tune", mlp[0], "--platform", PLATFORM, "--trials", "8", "--json", env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "timing the kernels of" in res.stderr
+    return json.loads(res.stdout), env
+
+
+def test_host_tuning_chooses_each_kernel_in_the_whole_model(host_tuned, mlp, tmp_path):
+    """Every tuned kernel gets a choice timed inside the compiled model: Kiln's default unless
+    a candidate ran at least MIN_GAIN faster there; the choices are the database's selection
+    (one record per kernel), which export and import carry, and a later compile applies."""
+    import kiln
+    from kiln.compiler_tuning import MIN_GAIN
+
+    report, env = host_tuned
+    chosen = report["in_model"]
+    assert set(chosen) == set(report["tuned_tasks"]) and chosen
+    for name, entry in chosen.items():
+        assert entry["default_us"] > 0 and entry["candidates"] >= 1, (name, entry)
+        if entry["chosen"] == "default":
+            assert entry["us"] == entry["default_us"]
+        else:
+            assert entry["chosen"].startswith("candidate ")
+            assert entry["us"] <= entry["default_us"] * (1 - MIN_GAIN)
+    # MetaSchedule's records and Kiln's variants gave some kernel a second candidate
+    assert any(e["candidates"] >= 2 for e in chosen.values())
+    db = Path(report["database"])
+    selected = (db / "selected" / "database_tuning_record.json").read_text().splitlines()
+    assert len(selected) == len(chosen)
+    archive = tmp_path / "db.tar.gz"
+    assert run_kiln("tune-db", "export", "linux_x86_64", "-o", archive, env=env).returncode == 0
+    other = {"KILN_TUNE_DIR": str(tmp_path / "other")}
+    assert run_kiln("tune-db", "import", archive, env=other).returncode == 0
+    copied = tmp_path / "other" / db.name / "selected" / "database_tuning_record.json"
+    assert len(copied.read_text().splitlines()) == len(chosen)
+    out = tmp_path / "tuned.tar.gz"
+    res = run_kiln("compile", mlp[0], "--platform", PLATFORM, "-o", out, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    model = kiln.load(out)
+    assert "tuned (4 kernels from the tuning database)" in \
+        model.manifest.compile_options["pipeline"]
+    from conftest import onnx_reference
+
+    ref = onnx_reference(mlp[0], {"x": mlp[1]})[0]
+    np.testing.assert_allclose(model.run({"x": mlp[1]})[0], ref, atol=1e-4, rtol=1e-3)
+
+
+def test_the_selection_comes_before_faster_records_measured_alone(host_tuned, mlp, monkeypatch):
+    """A kernel's selected schedule is applied even where the search measured another record
+    faster alone; a new choice for the kernel replaces the old one."""
+    from kiln.importers import import_model
+    from kiln.optimize.cpu_schedule import (CPUScheduleConfig, _constant_params, _Scheduler,
+                                           lanes_for)
+    from kiln.optimize.tuning import (TuneReport, apply_database, candidates, extract_tasks,
+                                      tuning_target, write_selection)
+    from kiln.targets import resolve_target
+
+    _, env = host_tuned
+    monkeypatch.setenv("KILN_TUNE_DIR", env["KILN_TUNE_DIR"])
+    spec, _ = resolve_target(None, PLATFORM, None)
+    imported = import_model(mlp[0], input_shapes=None, framework=None, workdir=mlp[0].parent)
+    target = tuning_target(spec)
+    fused, tasks = extract_tasks(imported.mod, target)
+    consts = _constant_params(fused)
+    report = TuneReport(database=Path(env["KILN_TUNE_DIR"]))
+    defaults = {}
+    for task in tasks:
+        sch = _Scheduler(task.dispatched[0]["main"], CPUScheduleConfig(vector_lanes=lanes_for(
+            spec.simd)), consts.get(task.task_name, frozenset()))
+        if sch.run() is not None:
+            report.hot.append(task)
+            report.default_traces[task.task_name] = sch.sch.trace
+            defaults[task.task_name] = sch.sch.mod["main"]
+    cands = candidates(spec, report, 3)
+    name = next(n for n, picks in cands.items() if len(picks) >= 2)
+    others = [n for n in cands if n != name]
+
+    def body(func) -> str:   # the schedule, without the function's attributes
+        return "\n".join(line for line in func.script().splitlines()
+                         if "prim_func" not in line and "func_attr" not in line)
+
+    def applied():
+        with target:
+            mod = apply_database(spec, [])(fused)
+        return body(mod[name]) if mod[name].attrs.get("tirx.is_scheduled", False) else None
+
+    default_body = body(defaults[name])
+    # candidate 1 chosen, with a time far slower than anything measured alone
+    write_selection(spec, report, cands, {name: (1, 10.0), **{n: (0, 10.0) for n in others}})
+    first = applied()
+    assert first is not None and first != default_body
+    write_selection(spec, report, cands, {name: (0, 10.0)})
+    assert applied() == default_body
+    lines = (Path(report.database).glob("*/selected/database_tuning_record.json"))
+    assert [len(p.read_text().splitlines()) for p in lines] == [len(cands)]
+
+
+def test_a_candidate_needs_a_clear_gain_in_the_model_to_replace_the_default():
+    """Candidates are compared with the default round by round (the machine's speed drifts
+    between rounds); the median ratio must be at most 1 - MIN_GAIN."""
+    from kiln.compiler_tuning import MIN_GAIN, _choose
+
+    assert MIN_GAIN == 0.05
+    cands = {"a": [None, "r1", "r2"], "b": [None, "r1"], "c": [None], "d": [None, "r1"]}
+    # three rounds; the machine is twice as fast in the second one
+    default = [{"a": 100.0, "b": 100.0, "c": 50.0, "d": 80.0},
+               {"a": 50.0, "b": 50.0, "c": 25.0, "d": 40.0},
+               {"a": 100.0, "b": 100.0, "c": 50.0, "d": 80.0}]
+    first = [{"a": 90.0, "b": 98.0, "c": 10.0},
+             {"a": 45.0, "b": 49.0, "c": 5.0},
+             {"a": 90.0, "b": 98.0, "c": 10.0}]
+    # candidate 2 of "a" takes 80 in every round: 0.8x the default in two rounds, 1.6x in
+    # the fast one, median 0.8
+    second = [{"a": 80.0, "b": 10.0, "c": 10.0},
+              {"a": 80.0, "b": 10.0, "c": 10.0},
+              {"a": 80.0, "b": 10.0, "c": 10.0}]
+    chosen, summary = _choose(cands, [default, first, second])
+    assert chosen["a"] == (2, pytest.approx(80e-6))     # median ratio 0.8 against 0.9
+    assert chosen["b"] == (0, pytest.approx(100e-6))    # 2 % faster: noise, not a gain
+    assert chosen["c"] == (0, pytest.approx(50e-6))     # no candidate but the default
+    assert chosen["d"] == (0, pytest.approx(80e-6))     # candidate missing from the model
+    assert summary["a"] == {"chosen": "candidate 2", "us": 80.0, "default_us": 100.0,
+                            "best_ratio": 0.8, "candidates": 3}
+    assert summary["b"]["chosen"] == "default" and summary["b"]["best_ratio"] == 0.98
+    assert summary["c"]["best_ratio"] is None
+    # a candidate faster only in a drifting round is not chosen
+    drift = [{"a": 100.0}, {"a": 100.0}, {"a": 100.0}, {"a": 100.0}]
+    lucky = [{"a": 60.0}, {"a": 101.0}, {"a": 102.0}, {"a": 99.0}]
+    chosen, _ = _choose({"a": [None, "r1"]}, [drift, lucky])
+    assert chosen["a"][0] == 0
+
+
+def test_the_candidate_builds_come_out_of_the_time_budget():
+    """Two more builds of the model (at the first one's time, plus a fifth) are set aside
+    from a time budget; only one when that would leave the search under a minute."""
+    from kiln.compiler_tuning import _plan
+    from kiln.options import TuneOptions
+
+    count, search = _plan(TuneOptions(time_budget_s=900), 30.0)
+    assert count == 3 and search.time_budget_s == pytest.approx(900 - 30 - 72 - 10)
+    count, search = _plan(TuneOptions(time_budget_s=100), 10.0)
+    assert count == 2 and search.time_budget_s == pytest.approx(100 - 10 - 12 - 10)
+    count, search = _plan(TuneOptions(trials=8), 30.0)
+    assert count == 3 and search == TuneOptions(trials=8)

@@ -7,6 +7,7 @@ MetaSchedule's JSON database (``database_workload.json``, ``database_tuning_reco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tarfile
@@ -21,13 +22,29 @@ from kiln.targets import TargetSpec
 INFO = "kiln-target.json"
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
+#: The sub-directory of a database holding the schedule chosen for each kernel by timing the
+#: candidates in the whole model (:mod:`kiln.compiler_tuning`); it comes before the records
+#: the search measured kernel by kernel.
+SELECTED = "selected"
 _HINT = "`kiln tune-db list` shows the databases on this machine"
+_ROOTS: list[Path] = []
 
 
 def tune_root() -> Path:
-    root = Path(os.environ.get("KILN_TUNE_DIR") or cache_dir() / "tuning")
+    root = _ROOTS[-1] if _ROOTS else \
+        Path(os.environ.get("KILN_TUNE_DIR") or cache_dir() / "tuning")
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+@contextlib.contextmanager
+def tune_root_at(path: Path):
+    """Within the block, databases live under ``path`` (a candidate's database while tuning)."""
+    _ROOTS.append(Path(path))
+    try:
+        yield Path(path)
+    finally:
+        _ROOTS.pop()
 
 
 def _dir_name(spec: TargetSpec) -> str:
@@ -104,7 +121,8 @@ def export_database(name: str, output: Path) -> DatabaseInfo:
     """Write the database as a ``.tar.gz`` that :func:`import_database` reads on another machine."""
     info = find_database(name)
     with tarfile.open(output, "w:gz") as tar:
-        for member in (INFO, WORKLOADS, RECORDS):
+        for member in (INFO, WORKLOADS, RECORDS, f"{SELECTED}/{WORKLOADS}",
+                       f"{SELECTED}/{RECORDS}"):
             if (info.path / member).is_file():
                 tar.add(info.path / member, arcname=f"{info.name}/{member}")
     return info
@@ -125,11 +143,15 @@ def import_database(archive: Path) -> DatabaseInfo:
         dest.mkdir(parents=True, exist_ok=True)
         (dest / INFO).write_text((src.path / INFO).read_text())
         _merge(src.path, dest)
+        if _count_lines(src.path / SELECTED / RECORDS):
+            # the imported choices replace this machine's for the same kernels
+            _merge(src.path / SELECTED, dest / SELECTED, replace=True)
     return _info(dest)
 
 
-def _merge(src: Path, dest: Path) -> None:
-    """Commit every record of ``src`` into ``dest`` through MetaSchedule's own database."""
+def _merge(src: Path, dest: Path, *, replace: bool = False) -> None:
+    """Commit every record of ``src`` into ``dest`` through MetaSchedule's own database
+    (``replace``: as :func:`replace_records`)."""
     from tvm.s_tir import meta_schedule as ms
 
     try:
@@ -139,8 +161,34 @@ def _merge(src: Path, dest: Path) -> None:
         raise KilnError("invalid_tuning_database", f"cannot read the imported database: "
                         f"{str(exc).strip().splitlines()[-1][:300]}",
                         hint="export it again with `kiln tune-db export`") from None
+    if replace:
+        replace_records(dest, records)
+        return
     target = ms.database.JSONDatabase(work_dir=str(dest))
     for rec in records:
         workload = target.commit_workload(rec.workload.mod)
         target.commit_tuning_record(ms.database.TuningRecord(
             rec.trace, workload, rec.run_secs, rec.target, rec.args_info))
+
+
+def replace_records(dest: Path, records) -> None:
+    """Make ``records`` the only records in ``dest`` of their kernels (workloads), keeping
+    those of other kernels: a selection holds one record per kernel."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    dest.mkdir(parents=True, exist_ok=True)
+    new = {tvm_ffi.structural_hash(r.workload.mod) for r in records}
+    kept = []
+    if _count_lines(dest / RECORDS):
+        old = ms.database.JSONDatabase(work_dir=str(dest), allow_missing=False)
+        kept = [r for r in old.get_all_tuning_records()
+                if tvm_ffi.structural_hash(r.workload.mod) not in new]
+    with tempfile.TemporaryDirectory(prefix="kiln-tunedb-", dir=dest) as tmp:
+        fresh = ms.database.JSONDatabase(work_dir=tmp)
+        for rec in [*kept, *records]:
+            workload = fresh.commit_workload(rec.workload.mod)
+            fresh.commit_tuning_record(ms.database.TuningRecord(
+                rec.trace, workload, rec.run_secs, rec.target, rec.args_info))
+        for name in (WORKLOADS, RECORDS):
+            os.replace(Path(tmp) / name, dest / name)

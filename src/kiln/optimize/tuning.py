@@ -34,7 +34,7 @@ from tvm.s_tir import meta_schedule as ms
 from kiln.errors import KilnError
 from kiln.optimize.cpu_schedule import (CPUScheduleConfig, _constant_params, _Scheduler, lanes_for,
                                        overlap_annotated_tiles)
-from kiln.optimize.tune_db import database_dir, write_info
+from kiln.optimize.tune_db import RECORDS, SELECTED, database_dir, replace_records, write_info
 from kiln.options import TuneOptions
 from kiln.targets import TargetSpec
 
@@ -72,12 +72,19 @@ class TuneReport:
     tuned: list[str] = field(default_factory=list)
     trials: int = 0
     seconds: float = 0.0
+    #: the whole-model check (kiln.compiler_tuning): per kernel, the chosen candidate's
+    #: label and its time in the model and that of Kiln's default schedule (us per run)
+    in_model: dict = field(default_factory=dict)
+    #: the hot kernels' MetaSchedule tasks and the traces of Kiln's default schedules, by name
+    hot: list = field(default_factory=list, repr=False)
+    default_traces: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {"database": str(self.database), "trials": self.trials,
                 "seconds": round(self.seconds, 1), "tuned_tasks": self.tuned,
                 "tasks": [{"name": t.name, "weight": t.weight, "default_us": t.default_us,
-                           "best_us": t.best_us} for t in self.tasks]}
+                           "best_us": t.best_us} for t in self.tasks],
+                "in_model": self.in_model}
 
 
 def tuning_target(spec: TargetSpec) -> tvm.target.Target:
@@ -152,7 +159,8 @@ def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
     consts = _constant_params(fused)
     say(f"measuring Kiln's default schedule of {len(tasks)} kernels")
     lanes = lanes_for(spec.simd, dtype)
-    defaults = _record_defaults(tasks, target, consts, lanes, database, builder, runner)
+    defaults = _record_defaults(tasks, target, consts, lanes, database, builder, runner,
+                                report.default_traces)
 
     def tile_shapes(hot) -> int:
         say(f"measuring {len(TILE_SHAPES)} variants of Kiln's schedule (register tiles, loop "
@@ -182,6 +190,7 @@ def search_tasks(tasks, defaults: list[float | None], spec: TargetSpec, options:
                                        None if secs is None else secs * 1e6))
     chosen = _hot_tasks(tasks, report.tasks)
     report.tuned = [t.task_name for t in chosen]
+    report.hot = chosen
     # MetaSchedule logs its progress tables to stdout; keep stdout for results (--json)
     with contextlib.redirect_stdout(sys.stderr):
         if pre_search is not None:
@@ -334,14 +343,16 @@ def _record_tile_shapes(tasks, target, constants: dict, lanes: int, database, bu
 
 
 def _record_defaults(tasks, target, constants: dict, lanes: int, database, builder,
-                     runner) -> list[float | None]:
+                     runner, traces: dict) -> list[float | None]:
     """Schedule every task with Kiln's default rules, measure them in one batch and commit
-    each measured one as a tuning record; their mean seconds (None where it failed)."""
+    each measured one as a tuning record; their mean seconds (None where it failed). The
+    traces of the scheduled ones go into ``traces`` by task name."""
     scheds = []
     for task in tasks:
         scheduler = _Scheduler(task.dispatched[0]["main"], CPUScheduleConfig(vector_lanes=lanes),
                                constants.get(task.task_name, frozenset()))
-        scheduler.run()
+        if scheduler.run() is not None:
+            traces[task.task_name] = scheduler.sch.trace
         scheds.append(scheduler.sch)
     return record_schedules(tasks, scheds, target, database, builder, runner, "cpu")
 
@@ -463,12 +474,16 @@ def _export_shared(arch: str, triple: str, rt_mod) -> str:
 
 
 def apply_database(spec: TargetSpec, applied: list[str]):
-    """A module pass applying the best record of the target's database to each kernel it
-    knows; the names of the kernels it scheduled are appended to ``applied``."""
+    """A module pass applying the target's database to each kernel it knows (the schedule
+    chosen in the whole model, else the fastest record measured alone); the names of the
+    kernels it scheduled are appended to ``applied``."""
     workdir = database_dir(spec)
     if workdir is None:
         return None
     database = ms.database.JSONDatabase(work_dir=str(workdir), allow_missing=False)
+    if (workdir / SELECTED / RECORDS).is_file():
+        database = ms.database.OrderedUnionDatabase(ms.database.JSONDatabase(
+            work_dir=str(workdir / SELECTED), allow_missing=False), database)
 
     @tvm.transform.module_pass(opt_level=0, name="KilnApplyTuningDatabase")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -483,3 +498,69 @@ def apply_database(spec: TargetSpec, applied: list[str]):
         return out
 
     return _pass
+
+
+# ---- candidates for the whole-model check (kiln.compiler_tuning) ------------------------
+
+def candidates(spec: TargetSpec, report: TuneReport, per_kernel: int) -> dict[str, list]:
+    """Per hot kernel of ``report``, up to ``per_kernel - 1`` records of the target's database
+    other than Kiln's default schedule, fastest first (as measured alone), after ``None`` (the
+    default): candidate ``j`` of every kernel goes into the model built for :func:`candidate
+    _database` ``j``."""
+    workdir = database_dir(spec)
+    if workdir is None:
+        return {}
+    database = ms.database.JSONDatabase(work_dir=str(workdir), allow_missing=False)
+    out = {}
+    for task in report.hot:
+        default = report.default_traces.get(task.task_name)
+        seen = {str(default)} if default is not None else set()
+        picks: list = [None]
+        workload = database.commit_workload(task.dispatched[0])
+        for rec in database.get_top_k(workload, 64):
+            key = str(rec.trace)
+            if key not in seen and len(picks) < per_kernel:
+                seen.add(key)
+                picks.append(rec)
+        out[task.task_name] = picks
+    return out
+
+
+def candidate_database(root: Path, spec: TargetSpec, cands: dict[str, list], j: int) -> bool:
+    """Write under ``root`` a database of ``spec`` holding candidate ``j`` of each kernel
+    that has one; False when none has."""
+    records = [picks[j] for picks in cands.values() if j < len(picks) and picks[j] is not None]
+    if not records:
+        return False
+    from kiln.optimize.tune_db import tune_root_at
+
+    with tune_root_at(root):
+        workdir = database_dir(spec, create=True)
+    write_info(workdir, spec)
+    replace_records(workdir, records)
+    return True
+
+
+def write_selection(spec: TargetSpec, report: TuneReport, cands: dict[str, list],
+                    chosen: dict[str, tuple[int, float]]) -> None:
+    """Record the candidate chosen for each kernel (``chosen``: name -> (index, seconds per
+    run in the model)) as the kernel's selected schedule in the target's database: a later
+    compile applies it before any record measured alone."""
+    workdir = database_dir(spec, create=True)
+    database = ms.database.JSONDatabase(work_dir=str(workdir))
+    target = tuning_target(spec)
+    records = []
+    for task in report.hot:
+        name = task.task_name
+        if name not in chosen or name not in cands:
+            continue
+        j, secs = chosen[name]
+        rec = cands[name][j]
+        trace = rec.trace if rec is not None else report.default_traces.get(name)
+        if trace is None:
+            continue
+        workload = database.commit_workload(task.dispatched[0])
+        args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+        records.append(ms.database.TuningRecord(trace, workload, [secs], target, args))
+    if records:
+        replace_records(workdir / SELECTED, records)
