@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kiln.errors import KilnError
 from kiln.options import CompileOptions, TuneOptions
 from kiln.targets import TargetSpec
 
@@ -44,7 +45,6 @@ def runs_here(spec: TargetSpec, tuning: TuneOptions) -> bool:
     (no ``--rpc``), a standalone CPU target this host can run."""
     from kiln.artifact.compat import native_problem
     from kiln.standalone.runtime import check_standalone_buildable
-    from kiln.errors import KilnError
 
     if tuning.rpc is not None or spec.accelerator is not None:
         return False
@@ -75,10 +75,22 @@ def tune_in_model(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
             if not candidate_database(root / f"db{j}", spec, cands, j):
                 break
             say(f"building the model with candidate {j} of each tuned kernel")
-            builds.append(_build(imported, spec, dtype, root / f"m{j}", database=root / f"db{j}"))
+            try:
+                builds.append(_build(imported, spec, dtype, root / f"m{j}",
+                                     database=root / f"db{j}"))
+            except KilnError as exc:  # a record that does not build: the others still count
+                say(f"candidate {j} did not build ({exc.message}); left out")
+                break
         say(f"timing the kernels of {len(builds)} builds in the model")
-        chosen, report.in_model = _choose(cands, _profile(builds))
-        write_selection(spec, report, cands, chosen)
+        try:
+            rounds = _profile(builds)
+        except KilnError as exc:
+            # the search's records stay; compiles apply the fastest measured alone
+            say(f"{exc.message}; no kernel's choice was checked in the model")
+            report.in_model = {"error": exc.message}
+        else:
+            chosen, report.in_model = _choose(cands, rounds)
+            write_selection(spec, report, cands, chosen)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -128,8 +140,6 @@ def _profile(folders: list[Path]) -> list[list[dict[str, float]]]:
     import json
     import subprocess
     import sys
-
-    from kiln.errors import KilnError
 
     res = subprocess.run([sys.executable, "-m", "kiln.bench.kernels", "--rounds", str(ROUNDS),
                           "--runs", str(RUNS), *map(str, folders)],

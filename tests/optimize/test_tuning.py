@@ -442,3 +442,26 @@ def test_the_candidate_builds_come_out_of_the_time_budget():
     assert count == 2 and search.time_budget_s == pytest.approx(100 - 10 - 12 - 10)
     count, search = _plan(TuneOptions(trials=8), 30.0)
     assert count == 3 and search == TuneOptions(trials=8)
+
+
+def test_a_failed_whole_model_check_keeps_the_search_and_says_so(mlp, tmp_path, monkeypatch):
+    """When timing the builds fails (here: the timing process reports an error), the search's
+    records stay, no selection is written, and the report says why instead of losing the
+    tuning to a traceback."""
+    import kiln.compiler_tuning as ct
+    from kiln.compiler import tune_model
+    from kiln.errors import KilnError
+    from kiln.options import TuneOptions
+
+    def broken(_folders):
+        raise KilnError("tuning_failed", "timing the candidates in the model failed: boom")
+
+    monkeypatch.setenv("KILN_TUNE_DIR", str(tmp_path / "db"))
+    monkeypatch.setattr(ct, "_profile", broken)
+    said = []
+    report = tune_model(mlp[0], TuneOptions(trials=2), platform=PLATFORM, progress=said.append)
+    assert report.in_model == {"error": "timing the candidates in the model failed: boom"}
+    assert any("no kernel's choice was checked in the model" in s for s in said)
+    db = Path(report.database)
+    assert (db / "database_tuning_record.json").read_text().count("\n") >= len(report.tasks)
+    assert not (db / "selected").exists()

@@ -41,13 +41,26 @@ def tune_cmd(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    table = Table("kernel", "weight", "default (us)", "tuned (us)", "speed-up")
+    table = Table("kernel", "weight", "default (us)", "tuned (us)", "speed-up",
+                  "chosen in the model")
     for t in report.tasks:
         table.add_row(t.name, str(t.weight), _us(t.default_us), _us(t.best_us),
-                      f"{t.speedup:.2f}x" if t.speedup else "")
+                      f"{t.speedup:.2f}x" if t.speedup else "", _in_model(report, t.name))
     out.print(table)
+    if "error" in report.in_model:
+        err.print(f"warning: {report.in_model['error']}", highlight=False)
     out.print(f"{report.trials} trials on {len(report.tuned)} of {len(report.tasks)} kernels in "
               f"{report.seconds:.0f} s; database {report.database}", highlight=False)
+
+
+def _in_model(report, name: str) -> str:
+    """The whole-model choice of a kernel: the candidate and its time against the default's."""
+    entry = report.in_model.get(name)
+    if not isinstance(entry, dict):
+        return ""
+    if entry["chosen"] == "default":
+        return "default"
+    return f"{entry['chosen']} ({entry['us'] / entry['default_us']:.2f}x)"
 
 
 def _us(value: float | None) -> str:
