@@ -50,6 +50,18 @@ class BenchResult:
         return asdict(self)
 
 
+def seeded_inputs(model, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs for a loaded model: normal floats, integers in [0, 4); a dimension of -1
+    (any row count: tree-ensemble artifacts) gets one row."""
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    shapes = [tuple(d if d >= 0 else 1 for d in s) for s in model.get_input_shapes()]
+    for name, shape, dtype in zip(model.get_input_names(), shapes, model.get_input_dtypes()):
+        arr = rng.standard_normal(shape) if np.dtype(dtype).kind == "f" else rng.integers(0, 4, shape)
+        inputs[name] = arr.astype(dtype)
+    return inputs
+
+
 def bench_artifact(path: str | Path, *, warmup: int = 3, repeat: int = 50,
                    seed: int = 0, profile: bool = False) -> BenchResult:
     """Load an artifact for this machine and time ``run`` on seeded inputs (and, with
@@ -59,13 +71,8 @@ def bench_artifact(path: str | Path, *, warmup: int = 3, repeat: int = 50,
     start = time.perf_counter()
     model = load(path)
     load_ms = (time.perf_counter() - start) * 1e3
-    rng = np.random.default_rng(seed)
-    inputs = {}
-    # a dimension of -1 (any row count: tree-ensemble artifacts) is timed with one row
-    shapes = [tuple(d if d >= 0 else 1 for d in s) for s in model.get_input_shapes()]
-    for name, shape, dtype in zip(model.get_input_names(), shapes, model.get_input_dtypes()):
-        arr = rng.standard_normal(shape) if np.dtype(dtype).kind == "f" else rng.integers(0, 4, shape)
-        inputs[name] = arr.astype(dtype)
+    inputs = seeded_inputs(model, seed)
+    shapes = [a.shape for a in inputs.values()]
     times = measure(lambda: model.run(inputs), warmup=warmup, repeat=repeat)
     kernels = model.profile(inputs, runs=repeat, warmup=0) if profile else None
     batch = shapes[0][0] if shapes and shapes[0] else 1

@@ -17,21 +17,17 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 
 def kernel_times(paths: list[str], rounds: int = 16,
                  runs: int = 2) -> list[list[dict[str, float]]]:
     """Per build, per round, each kernel's time (us per run, all its calls); the rounds visit
     the builds in alternating order."""
+    from kiln.bench.harness import seeded_inputs
     from kiln.runtime import Model
 
     models = [Model(p) for p in paths]
     try:
-        signature = models[0].manifest.signature
-        rng = np.random.default_rng(0)
-        feed = {t.name: (rng.standard_normal(t.shape) if "float" in t.dtype else
-                         np.zeros(t.shape)).astype(t.dtype) for t in signature.inputs}
+        feed = seeded_inputs(models[0])
         for m in models:
             m.run(feed)
         out: list[list[dict[str, float]]] = [[] for _ in models]

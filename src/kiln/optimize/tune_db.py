@@ -164,10 +164,16 @@ def _merge(src: Path, dest: Path, *, replace: bool = False) -> None:
     if replace:
         replace_records(dest, records)
         return
-    target = ms.database.JSONDatabase(work_dir=str(dest))
+    _commit(ms.database.JSONDatabase(work_dir=str(dest)), records)
+
+
+def _commit(database, records) -> None:
+    """Commit ``records`` (of any database) into ``database``, workloads included."""
+    from tvm.s_tir import meta_schedule as ms
+
     for rec in records:
-        workload = target.commit_workload(rec.workload.mod)
-        target.commit_tuning_record(ms.database.TuningRecord(
+        workload = database.commit_workload(rec.workload.mod)
+        database.commit_tuning_record(ms.database.TuningRecord(
             rec.trace, workload, rec.run_secs, rec.target, rec.args_info))
 
 
@@ -185,10 +191,6 @@ def replace_records(dest: Path, records) -> None:
         kept = [r for r in old.get_all_tuning_records()
                 if tvm_ffi.structural_hash(r.workload.mod) not in new]
     with tempfile.TemporaryDirectory(prefix="kiln-tunedb-", dir=dest) as tmp:
-        fresh = ms.database.JSONDatabase(work_dir=tmp)
-        for rec in [*kept, *records]:
-            workload = fresh.commit_workload(rec.workload.mod)
-            fresh.commit_tuning_record(ms.database.TuningRecord(
-                rec.trace, workload, rec.run_secs, rec.target, rec.args_info))
+        _commit(ms.database.JSONDatabase(work_dir=tmp), [*kept, *records])
         for name in (WORKLOADS, RECORDS):
             os.replace(Path(tmp) / name, dest / name)
