@@ -63,3 +63,24 @@ def test_error_codes_have_unique_exit_statuses():
     err = KilnError("unknown_target", "unknown target 'x'", hint="see `kiln targets`")
     assert err.exit_status == 20 and err.one_line() == (
         "error[unknown_target]: unknown target 'x' (hint: see `kiln targets`)")
+
+
+def test_every_command_prints_its_help():
+    # help texts are rich markup: an unescaped "[/ACCEL]" made `kiln compile --help` and
+    # `kiln jobs create --help` fail with an internal error
+    import typer
+    from typer.testing import CliRunner
+
+    from kiln.cli.main import app
+
+    def paths(cmd, prefix=()):
+        yield prefix
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from paths(sub, (*prefix, name))
+
+    runner = CliRunner()
+    seen = list(paths(typer.main.get_command(app)))
+    assert ("compile",) in seen and ("jobs", "create") in seen and ("tune-db", "export") in seen
+    for path in seen:
+        res = runner.invoke(app, [*path, "--help"])
+        assert res.exit_code == 0 and "Usage" in res.output, (path, res.output, res.exception)

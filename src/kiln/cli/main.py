@@ -27,7 +27,7 @@ def compile_cmd(
                                           "LightGBM .txt, skops, or Neo model.tar.gz")],
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="a device name from "
                                                   "`kiln targets`, e.g. rasp4b")] = None,
-    platform: Annotated[Optional[str], typer.Option(help="Neo TargetPlatform OS/ARCH[/ACCEL], "
+    platform: Annotated[Optional[str], typer.Option(help="Neo TargetPlatform OS/ARCH\\[/ACCEL], "
                                                     "e.g. LINUX/ARM64")] = None,
     input_shape: Annotated[Optional[str], typer.Option(help="Neo DataInputConfig JSON, "
                                                        'e.g. \'{"x": [1,3,224,224]}\'')] = None,

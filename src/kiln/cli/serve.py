@@ -128,7 +128,7 @@ def jobs_create(
                                        "(.onnx or Neo's model.tar.gz)")],
     output: Annotated[str, typer.Option(help="output location (s3://, file://, path)")],
     target: Annotated[Optional[str], typer.Option(help="TargetDevice, e.g. rasp4b")] = None,
-    platform: Annotated[Optional[str], typer.Option(help="TargetPlatform OS/ARCH[/ACCEL]")] = None,
+    platform: Annotated[Optional[str], typer.Option(help="TargetPlatform OS/ARCH\\[/ACCEL]")] = None,
     input_shape: Annotated[Optional[str], typer.Option(help="DataInputConfig JSON")] = None,
     compiler_options: Annotated[Optional[str], typer.Option(help="CompilerOptions JSON")] = None,
     max_runtime: Annotated[int, typer.Option(help="MaxRuntimeInSeconds")] = 900,
