@@ -119,6 +119,17 @@ CASES = {
     # a batch of three whose activations (602 KB) and weights (655 KB) outgrow L2: one image
     # at a time
     "conv_1x1_batch_outer": lambda: _conv(3, 256, 640, 14),
+    # a CNN's NCHW->NHWC input: 3 channels last, read 50 KB apart
+    "transpose_channels_last": lambda: _model(
+        [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+         helper.make_node("Relu", ["t"], ["y"])],
+        [_f32("x", [2, 3, 40, 20])], [_f32("y", [2, 40, 20, 3])], {}),
+    # attention's keys: reshape to heads, then transpose to [heads, dim, tokens]
+    "reshape_transpose_heads": lambda: _model(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+         helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 3, 1])],
+        [_f32("x", [2, 40, 32])], [_f32("y", [2, 4, 8, 40])],
+        {"shape": np.array([2, 40, 4, 8], np.int64)}),
     "pool_mean": lambda: _model(
         [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2]),
          helper.make_node("AveragePool", ["p"], ["a"], kernel_shape=[2, 2]),
@@ -509,3 +520,20 @@ def test_a_replayed_trace_gets_the_overlapping_last_tile_back():
     fixed = overlap_annotated_tiles(replayed)
     assert "T.where" not in fixed.script() and fixed.script().count("T.min(") == 3
     tvm.ir.assert_structural_equal(fixed, scheduled)
+
+
+def test_transposes_vectorize_the_last_axis_over_affine_loops():
+    # 3 channels last: parallel over images x rows (80 >= PARALLEL_CHUNKS), a plain loop
+    # over the columns, the channels one 3-lane vector; no div/mod lane by lane
+    funcs = _scheduled_funcs(CASES["transpose_channels_last"](), unscheduled=False)
+    text = next(t for n, t in funcs.items() if "transpose" in n)
+    assert "T.parallel(T.int64(80))" in text and "range(T.int64(20))" in text
+    assert "T.vectorized(T.int64(3))" in text
+    # reshape then transpose: one pass (the reshape inlined), in tiles of 8 dims (the
+    # input's contiguous axis) by a vector of 8 tokens
+    funcs = _scheduled_funcs(CASES["reshape_transpose_heads"]())
+    [text] = [t for n, t in funcs.items() if "transpose" in n]
+    assert _blocks(text) == ["root", "T_transpose"]
+    assert "range(T.int64(8))" in text and "T.vectorized(T.int64(8))" in text
+    inner = text[text.index("range(T.int64(8))"):]
+    assert inner.index("range(T.int64(8))") < inner.index("T.vectorized(T.int64(8))")
