@@ -320,8 +320,10 @@ def test_host_tuning_chooses_each_kernel_in_the_whole_model(host_tuned, mlp, tmp
         if entry["chosen"] == "default":
             assert entry["us"] == entry["default_us"]
         else:
+            # chosen by the median of its round-by-round ratios to the default (the medians
+            # of the two kernels' times alone can disagree by a round's drift)
             assert entry["chosen"].startswith("candidate ")
-            assert entry["us"] <= entry["default_us"] * (1 - MIN_GAIN)
+            assert entry["best_ratio"] <= 1 - MIN_GAIN
     # MetaSchedule's records and Kiln's variants gave some kernel a second candidate
     assert any(e["candidates"] >= 2 for e in chosen.values())
     db = Path(report["database"])

@@ -451,7 +451,8 @@ class _Scheduler:
                 continue
             ndim = len(buf.shape)
             packer = sch.cache_read(blk, idx, "global")
-            sch.annotate(packer, "meta_schedule.layout_rewrite_preproc", True)
+            # 1, not True: a trace replayed from a tuning database gives back an integer
+            sch.annotate(packer, "meta_schedule.layout_rewrite_preproc", 1)
             sch.transform_layout(blk, ("read", idx), tirx.IndexMap.from_func(
                 lambda *ax: (ax[-1] // vf, *ax[:-1], ax[-1] % vf), ndim=ndim))
             return

@@ -226,6 +226,10 @@ def _search(tasks, options: TuneOptions, workdir: Path, database, builder, runne
     while True:
         if total is not None and done >= total:
             return
+        if total is not None:
+            # fewer trials left than kernels: the hottest ones get one each (a round of one
+            # trial per kernel ran past --trials)
+            tasks = tasks[:total - done]
         per_task = per_round if total is None else min(per_round, max(1, (
             total - done) // len(tasks)))
         elapsed = time.perf_counter() - started
