@@ -155,37 +155,37 @@ class _Scheduler:
         """Inline producer blocks that only copy (the zero-width pad of a 1x1 conv) or zero-pad
         a depthwise conv's input, which would otherwise cost one pass over the activations
         (MobileNetV2 b8 depthwise kernels: 0.2-0.9x the time)."""
-        for name, blk in list(self._live()):
+        for _, blk in list(self._live()):
             body = self.sch.get(blk).body
-            # the value class is tvm.ir.expr.TensorLoad in TVM 0.27 (tirx.BufferLoad is a factory)
-            if isinstance(body, tirx.BufferStore) \
-                    and type(body.value).__name__ in ("TensorLoad", "BufferLoad") \
-                    and _same_indices(body.indices, body.value.indices) \
-                    and self.sch.get_consumers(blk):
+            if not isinstance(body, tirx.BufferStore):
+                continue
+            plain_copy = _is_load(body.value) and _same_indices(body.indices, body.value.indices) \
+                and self.sch.get_consumers(blk)
+            if plain_copy or self._copies_into_a_copy(blk, body) \
+                    or self._pads_a_depthwise(blk, body):
                 try:
                     self.sch.compute_inline(blk)
                 except Exception:  # noqa: BLE001 - an output or not inlinable: keep it
-                    continue
-            elif isinstance(body, tirx.BufferStore) and (
-                    self._copies_into_a_copy(blk, body) or self._pads_a_depthwise(blk, body)):
-                try:
-                    self.sch.compute_inline(blk)
-                except Exception:  # noqa: BLE001
                     continue
 
     def _copies_into_a_copy(self, blk, body) -> bool:
         """A copy in another order (transpose, reshape) whose one consumer is a copy too (the
         transpose then reshape of a flatten, the reshape then transpose of attention heads):
         inlined, the pair is one pass with composed indices instead of two."""
-        if type(body.value).__name__ not in ("TensorLoad", "BufferLoad"):
+        if not _is_load(body.value):
             return False
+        consumer = self._one_injective_consumer(blk)
+        return consumer is not None and _is_load(consumer.body.value)
+
+    def _one_injective_consumer(self, blk):
+        """The one consumer block of ``blk`` when it stores without a reduction, else None."""
         consumers = self.sch.get_consumers(blk)
         if len(consumers) != 1:
-            return False
+            return None
         cblock = self.sch.get(consumers[0])
-        cbody = cblock.body
-        return isinstance(cbody, tirx.BufferStore) and "R" not in _iter_kinds(cblock) \
-            and type(cbody.value).__name__ in ("TensorLoad", "BufferLoad")
+        if not isinstance(cblock.body, tirx.BufferStore) or "R" in _iter_kinds(cblock):
+            return None
+        return cblock
 
     def inline_elementwise(self) -> None:
         """Inline elementwise blocks into their one elementwise consumer, until none is left:
@@ -212,13 +212,10 @@ class _Scheduler:
         if not isinstance(body, tirx.BufferStore) or "R" in _iter_kinds(block) \
                 or len(block.writes) != 1:
             return False
-        consumers = self.sch.get_consumers(blk)
-        if len(consumers) != 1:
+        cblock = self._one_injective_consumer(blk)
+        if cblock is None:
             return False
-        cblock = self.sch.get(consumers[0])
         cbody = cblock.body
-        if not isinstance(cbody, tirx.BufferStore) or "R" in _iter_kinds(cblock):
-            return False
         buf = body.buffer
         if [_int(x) for x in buf.shape] != [_int(x) for x in cbody.buffer.shape]:
             return False
@@ -750,6 +747,12 @@ def _fuse_axes_map(pos: int, width: int, ndim: int) -> tirx.IndexMap:
     """The index map that fuses axis ``pos`` (of extent ``width``) into the axis above it."""
     return tirx.IndexMap.from_func(
         lambda *ax: (*ax[:pos - 1], ax[pos - 1] * width + ax[pos], *ax[pos + 1:]), ndim=ndim)
+
+
+def _is_load(expr) -> bool:
+    """Whether ``expr`` is a plain buffer load (its class is tvm.ir.expr.TensorLoad in TVM
+    0.27; tirx.BufferLoad is a factory)."""
+    return type(expr).__name__ in ("TensorLoad", "BufferLoad")
 
 
 def _same_indices(a, b) -> bool:

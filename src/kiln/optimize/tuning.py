@@ -224,9 +224,9 @@ def _search(tasks, options: TuneOptions, workdir: Path, database, builder, runne
             tasks = tasks[:-1]
     started, last, done, last_per_task = time.perf_counter(), 0.0, 0, per_round
     while True:
-        if total is not None and done >= total:
-            return
         if total is not None:
+            if done >= total:
+                return
             # fewer trials left than kernels: the hottest ones get one each (a round of one
             # trial per kernel ran past --trials)
             tasks = tasks[:total - done]
