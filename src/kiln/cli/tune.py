@@ -54,13 +54,15 @@ def tune_cmd(
 
 
 def _in_model(report, name: str) -> str:
-    """The whole-model choice of a kernel: the candidate and its time against the default's."""
+    """The whole-model choice of a kernel: the candidate and the median of its round-by-round
+    ratios to the default, the figure it was chosen by (the ratio of the two medians can
+    disagree with it by a round's drift)."""
     entry = report.in_model.get(name)
     if not isinstance(entry, dict):
         return ""
     if entry["chosen"] == "default":
         return "default"
-    return f"{entry['chosen']} ({entry['us'] / entry['default_us']:.2f}x)"
+    return f"{entry['chosen']} ({entry['best_ratio']:.2f}x)"
 
 
 def _us(value: float | None) -> str:
