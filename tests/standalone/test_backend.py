@@ -58,3 +58,51 @@ def test_kernels_use_kilns_pool_and_cached_workspaces_after_import_tvm(tmp_path)
     # mmap whose pages faulted in on each run: 2,400 faults and 9 ms a run on a CNN)
     assert _stats(model)[2] == mallocs, (mallocs, _stats(model))
     assert mallocs > 0  # this model does use workspaces: the check above is not vacuous
+
+
+def _matmul(path, rows=256, depth=512, cols=512):
+    """One (rows x depth) @ (depth x cols) product: a parallel region of 1-2 ms on 2 cores."""
+    w = numpy_helper.from_array(
+        np.random.default_rng(4).standard_normal((depth, cols)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, depth])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, cols])], [w])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+
+
+def test_long_regions_split_into_claimed_tasks_and_give_the_same_outputs(tmp_path):
+    """A region that ran for 200 us or more is launched as 8 tasks per thread from its second
+    run on (so that a descheduled worker holds up one small task, not half the kernel); short
+    regions keep one task per thread. Every run's output matches ONNX Runtime and the
+    workspaces still come from the cache."""
+    path = tmp_path / "mm.onnx"
+    _matmul(path)
+    res = kiln.compile(path, platform="LINUX/X86_64", output=tmp_path / "m.tar.gz")
+    model = kiln.load(res.artifact)
+    split = model._lib.kiln_standalone_split_launches
+    split.restype = ctypes.c_long
+    x = np.random.default_rng(5).standard_normal((256, 512)).astype(np.float32)
+    want = onnx_reference(path, {"x": x})[0]
+    np.testing.assert_allclose(model.run(x)[0], want, rtol=1e-5, atol=1e-4)
+    first, mallocs = split(), _stats(model)[2]
+    for _ in range(4):
+        np.testing.assert_allclose(model.run(x)[0], want, rtol=1e-5, atol=1e-4)
+    if _stats(model)[1] > 1:  # one thread runs every region inline: nothing to split
+        assert split() >= first + 3, (first, split())
+    assert _stats(model)[2] == mallocs
+
+    small = tmp_path / "att.onnx"
+    _attention_scores(small)
+    res = kiln.compile(small, platform="LINUX/X86_64", output=tmp_path / "a.tar.gz")
+    tiny = kiln.load(res.artifact)
+    split = tiny._lib.kiln_standalone_split_launches  # its own runtime library's counter
+    split.restype = ctypes.c_long
+    xs = np.random.default_rng(3).standard_normal((1, 2, 37, 16)).astype(np.float32)
+    tiny.run(xs)
+    before = split()
+    for _ in range(5):
+        tiny.run(xs)
+    assert split() == before  # microsecond regions: one task per thread
