@@ -74,6 +74,13 @@ def kiln_session(path: Path, workdir: Path, tune_budget: float | None = None,
     return (lambda feed: model.run(feed)), compile_s, model
 
 
+#: Seconds between two runtimes' blocks of runs. ONNX Runtime's pool spins on its cores for
+#: 100-200 ms after a run (bench/interleave.py): ResNet-18 b1 on Kiln took 58 ms started right
+#: after it, 44 ms after 50 ms, 42 ms after 100 ms and 33 ms after 200 ms (2026-11-29); with the
+#: 50 ms used before, most of a 200 ms block of Kiln runs shared a core with that spinner.
+SETTLE_S = 0.3
+
+
 def interleaved(runners: dict, feed: dict, rounds: int, per_round: int) -> dict:
     times = {k: [] for k in runners}
     for fn in runners.values():
@@ -85,7 +92,7 @@ def interleaved(runners: dict, feed: dict, rounds: int, per_round: int) -> dict:
                 t = time.perf_counter()
                 fn(feed)
                 times[name].append((time.perf_counter() - t) * 1e3)
-            time.sleep(0.05)  # let spinning worker threads settle before the next runtime
+            time.sleep(SETTLE_S)  # let spinning worker threads settle before the next runtime
     return {k: float(np.median(v)) for k, v in times.items()}
 
 

@@ -1,0 +1,124 @@
+"""How the order of runs changes a Kiln / ONNX Runtime comparison in one process.
+
+    .venv/bin/python bench/interleave.py [--models resnet18,mobilenet_v2,bert_encoder]
+                                         [--batch 1] [--threads 2] [--seconds 6]
+
+ONNX Runtime's intra-op pool spins on its cores for tens of milliseconds after each run
+(``session.intra_op.allow_spinning``, on by default). A runtime that runs right after it shares
+those cores with a spinning thread. This script measures, per model, Kiln and ONNX Runtime:
+
+* ``alone``: runs back to back, the other runtime idle;
+* ``alternating``: one run of each in turn (ORT, Kiln, ORT, Kiln, ...), so every Kiln run
+  starts while ORT's worker spins, and every ORT run starts after Kiln's pool, which spins
+  for at most 0.2 ms;
+* ``alternating_no_spin``: the same with ORT's spinning turned off.
+
+Writes bench/results/<date>-<arch>-interleave.json; medians in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _session(path: Path, threads: int, spin: bool):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _loop(fns, seconds: float) -> list[list[float]]:
+    """Run ``fns`` in turn for ``seconds``; each one's times."""
+    out: list[list[float]] = [[] for _ in fns]
+    end = time.time() + seconds
+    while time.time() < end:
+        for i, fn in enumerate(fns):
+            out[i].append(_timed(fn))
+    return out
+
+
+def measure(name: str, batch: int, threads: int, seconds: float, workdir: Path) -> dict:
+    import numpy as np
+    import onnx
+
+    import kiln
+    from kiln.examples.zoo import ZOO
+
+    path = workdir / f"{name}-b{batch}.onnx"
+    onnx.save(ZOO[name](batch), path)
+    res = kiln.compile(path, platform="LINUX/X86_64", output=workdir / f"{name}-b{batch}.tar.gz")
+    model = kiln.load(res.artifact)
+    spin, quiet = _session(path, threads, True), _session(path, threads, False)
+    inp = spin.get_inputs()[0]
+    x = np.random.default_rng(0).standard_normal([int(d) for d in inp.shape]).astype(np.float32)
+    k = lambda: model.run({inp.name: x})  # noqa: E731
+    o = lambda: spin.run(None, {inp.name: x})  # noqa: E731
+    q = lambda: quiet.run(None, {inp.name: x})  # noqa: E731
+    for fn in (k, o, q):
+        for _ in range(3):
+            fn()
+    med = lambda v: round(statistics.median(v) * 1e3, 3)  # noqa: E731
+    (kiln_alone,) = _loop([k], seconds / 4)
+    time.sleep(0.3)  # the pools of both settle (ORT's spins for 100-200 ms after a run)
+    (ort_alone,) = _loop([o], seconds / 4)
+    ort_alt, kiln_alt = _loop([o, k], seconds / 2)
+    time.sleep(0.3)
+    quiet_alt, kiln_quiet = _loop([q, k], seconds / 2)
+    model.close()
+    row = {"model": name, "batch": batch,
+           "alone": {"kiln": med(kiln_alone), "onnxruntime": med(ort_alone)},
+           "alternating": {"kiln": med(kiln_alt), "onnxruntime": med(ort_alt)},
+           "alternating_no_spin": {"kiln": med(kiln_quiet), "onnxruntime": med(quiet_alt)}}
+    for key in ("alone", "alternating", "alternating_no_spin"):
+        row[key]["ratio"] = round(row[key]["kiln"] / row[key]["onnxruntime"], 3)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="resnet18,mobilenet_v2,bert_encoder")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    args = ap.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kiln-interleave-") as tmp:
+        os.environ["KILN_TUNE_DIR"] = str(Path(tmp) / "tuning")  # never the user's databases
+        for name in args.models.split(","):
+            row = measure(name, args.batch, args.threads, args.seconds, Path(tmp))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    import kiln
+
+    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "host": platform.node(), "kiln": kiln.__version__, "threads": args.threads,
+              "rows": rows}
+    out = HERE / "results" / f"{dt.date.today()}-{platform.machine()}-interleave.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
