@@ -79,6 +79,10 @@ def kiln_session(path: Path, workdir: Path, tune_budget: float | None = None,
 #: after it, 44 ms after 50 ms, 42 ms after 100 ms and 33 ms after 200 ms (2026-11-29); with the
 #: 50 ms used before, most of a 200 ms block of Kiln runs shared a core with that spinner.
 SETTLE_S = 0.3
+#: Seconds of untimed runs that start each block. After the pause a runtime's first runs are
+#: slow (this VM's cores ramp up over a few ms: the batch-8 MLP on Kiln took 1.6, 1.0, 0.8 ...
+#: 0.45 ms in its first ten runs), and a block of 20 runs of a 0.5 ms model was mostly ramp.
+WARM_S = 0.05
 
 
 def interleaved(runners: dict, feed: dict, rounds: int, per_round: int) -> dict:
@@ -88,6 +92,11 @@ def interleaved(runners: dict, feed: dict, rounds: int, per_round: int) -> dict:
             fn(feed)
     for _ in range(rounds):
         for name, fn in runners.items():
+            start = time.perf_counter()
+            while True:  # untimed: the cores ramp back up after the settling pause
+                fn(feed)
+                if time.perf_counter() - start >= WARM_S:
+                    break
             for _ in range(per_round):
                 t = time.perf_counter()
                 fn(feed)
