@@ -228,6 +228,7 @@ def main() -> int:
     ap.add_argument("--batches", default="1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tag", default="", help="suffix of the results file")
     args = ap.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     rows = []
@@ -237,7 +238,7 @@ def main() -> int:
             for batch in map(int, args.batches.split(",")):
                 rows.append(bench(name, batch, args.threads, Path(tmp), args.rounds))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    out = HERE / "results" / f"{dt.date.today()}-{platform.machine()}-heldout.json"
+    out = HERE / "results" / f"{dt.date.today()}-{platform.machine()}-heldout{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps({"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                "threads": args.threads, "rows": rows}, indent=2) + "\n")
     print("| model | batch | ONNX Runtime ms | Kiln ms | Kiln / ORT | compile s | max abs err |")
