@@ -283,7 +283,17 @@ class _Scheduler:
         if vf is None:
             return False
         v_iter = v
-        fuse = not padded and self._fuse_rows_pays(blk, ext, kinds, v, u, shared, vf)
+        depth = 1  # multiply-adds per output in the tile's reduction loops
+        for i, k in enumerate(kinds):
+            depth *= (ext[i] or 0) if k == "R" else 1
+        # a full-height tile with an overlapping last one (see _overlap_last_tile) pays in a
+        # conv over a long reduction: 1x1 and strided convs 15-30% faster than in exact 4-row
+        # tiles. A short reduction (MobileNetV2's 16- and 24-channel 1x1 convs, depthwise
+        # convs) keeps exact tiles, and so do matmuls whose rows a 4-row tile divides (BERT's
+        # 128 tokens in 22 tiles of 6: its matmuls 12% slower than in 32 of 4)
+        conv = image_batch and kinds.count("R") >= 3  # taps and channels (not a batch matmul)
+        predicate = conv and depth >= PREDICATED_ROWS_MIN_DEPTH
+        fuse = not padded and self._fuse_rows_pays(blk, ext, kinds, v, u, shared, vf, predicate)
         wb = sch.cache_write(blk, 0, "global")
         if not padded:
             self._inline_epilogues(wb)
@@ -312,16 +322,6 @@ class _Scheduler:
         loops = sch.get_loops(blk)
         vo, vi = sch.split(loops[v], [None, vf])
         outer, inner = [], [vi]
-        depth = 1  # multiply-adds per output in the tile's reduction loops
-        for i, k in enumerate(kinds):
-            depth *= (ext[i] or 0) if k == "R" else 1
-        # a full-height tile with an overlapping last one (see _overlap_last_tile) pays in a
-        # conv over a long reduction: 1x1 and strided convs 15-30% faster than in exact 4-row
-        # tiles. A short reduction (MobileNetV2's 16- and 24-channel 1x1 convs, depthwise
-        # convs) keeps exact tiles, and so do matmuls whose rows a 4-row tile divides (BERT's
-        # 128 tokens in 22 tiles of 6: its matmuls 12% slower than in 32 of 4)
-        conv = image_batch and kinds.count("R") >= 3  # taps and channels (not a batch matmul)
-        predicate = conv and depth >= PREDICATED_ROWS_MIN_DEPTH
         uf = _row_tile(ext[u], max_rows, predicate) if u is not None and ext[u] else None
         for i, lp in enumerate(loops):
             if i == v:
@@ -416,11 +416,12 @@ class _Scheduler:
             return 2 * lanes, wide_rows
         return narrow
 
-    def _fuse_rows_pays(self, blk, ext, kinds, v, u, shared, vf) -> bool:
+    def _fuse_rows_pays(self, blk, ext, kinds, v, u, shared, vf, predicate) -> bool:
         """Whether fusing the row axis ``u`` with the axis above it gives a wider register tile
         than ``vf`` lanes: both are output axes the vector operand does not use (so every row
         of the tile shares its weight vectors), the output is indexed by the spatial axes in
-        order, and their product allows two vectors."""
+        order, and their product allows two vectors; or the same tile recomputing fewer rows
+        (``predicate``: tiles whose last one overlaps, as ``_row_tile`` takes it)."""
         if not self.cfg.fuse_rows or self.cfg.tile_vectors or u is None or u == 0 \
                 or u in shared or u - 1 in shared or kinds[u - 1] != "S" or u - 1 == v:
             return False
@@ -446,11 +447,6 @@ class _Scheduler:
         reds = [e for e, k in zip(ext, kinds) if k == "R"]
         if (reds[-1] or 0) < FUSED_ROWS_MIN_CHANNELS:
             return False
-        depth = 1
-        for e in reds:
-            depth *= e or 0
-        predicate = kinds.count("S") >= 4 and len(reds) >= 3 \
-            and depth >= PREDICATED_ROWS_MIN_DEPTH
         _, rows = self._tile_shape(ext[v], ext[u])
         return _computed_rows(ext[u], rows, predicate) \
             - _computed_rows(ext[u - 1] * ext[u], fused_rows, predicate) >= FUSED_ROWS_GAIN
