@@ -30,30 +30,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import SETTLE_S, _once, ort_session  # noqa: E402
 
 
-def _session(path: Path, threads: int, spin: bool):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _loop(fns, seconds: float) -> list[list[float]]:
-    """Run ``fns`` in turn for ``seconds``; each one's times."""
+def _loop(fns, feed: dict, seconds: float) -> list[list[float]]:
+    """Run ``fns`` in turn on ``feed`` for ``seconds``; each one's times (ms)."""
     out: list[list[float]] = [[] for _ in fns]
     end = time.time() + seconds
     while time.time() < end:
         for i, fn in enumerate(fns):
-            out[i].append(_timed(fn))
+            out[i].append(_once(fn, feed))
     return out
 
 
@@ -64,26 +51,26 @@ def measure(name: str, batch: int, threads: int, seconds: float, workdir: Path) 
     import kiln
     from kiln.examples.zoo import ZOO
 
+    model_proto = ZOO[name](batch)
     path = workdir / f"{name}-b{batch}.onnx"
-    onnx.save(ZOO[name](batch), path)
+    onnx.save(model_proto, path)
     res = kiln.compile(path, platform="LINUX/X86_64", output=workdir / f"{name}-b{batch}.tar.gz")
     model = kiln.load(res.artifact)
-    spin, quiet = _session(path, threads, True), _session(path, threads, False)
-    inp = spin.get_inputs()[0]
-    x = np.random.default_rng(0).standard_normal([int(d) for d in inp.shape]).astype(np.float32)
-    k = lambda: model.run({inp.name: x})  # noqa: E731
-    o = lambda: spin.run(None, {inp.name: x})  # noqa: E731
-    q = lambda: quiet.run(None, {inp.name: x})  # noqa: E731
+    inp = model_proto.graph.input[0]
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    feed = {inp.name: np.random.default_rng(0).standard_normal(dims).astype(np.float32)}
+    k = model.run
+    o, q = ort_session(path, threads), ort_session(path, threads, spin=False)
     for fn in (k, o, q):
         for _ in range(3):
-            fn()
-    med = lambda v: round(statistics.median(v) * 1e3, 3)  # noqa: E731
-    (kiln_alone,) = _loop([k], seconds / 4)
-    time.sleep(0.3)  # the pools of both settle (ORT's spins for 100-200 ms after a run)
-    (ort_alone,) = _loop([o], seconds / 4)
-    ort_alt, kiln_alt = _loop([o, k], seconds / 2)
-    time.sleep(0.3)
-    quiet_alt, kiln_quiet = _loop([q, k], seconds / 2)
+            fn(feed)
+    med = lambda v: round(statistics.median(v), 3)  # noqa: E731
+    (kiln_alone,) = _loop([k], feed, seconds / 4)
+    time.sleep(SETTLE_S)  # the pools of both settle (ORT's spins for 100-200 ms after a run)
+    (ort_alone,) = _loop([o], feed, seconds / 4)
+    ort_alt, kiln_alt = _loop([o, k], feed, seconds / 2)
+    time.sleep(SETTLE_S)
+    quiet_alt, kiln_quiet = _loop([q, k], feed, seconds / 2)
     model.close()
     row = {"model": name, "batch": batch,
            "alone": {"kiln": med(kiln_alone), "onnxruntime": med(ort_alone)},

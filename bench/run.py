@@ -30,12 +30,15 @@ from torch_eager import torch_session  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
-def ort_session(path: Path, threads: int):
+def ort_session(path: Path, threads: int, spin: bool = True):
+    """``spin=False``: the intra-op pool does not spin after a run (ORT spins by default)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     return lambda feed: sess.run(None, feed)
 
