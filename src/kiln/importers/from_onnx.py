@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kiln.errors import KilnError
 from kiln.importers.base import ImportedModel
+from kiln.importers.onnx_fold import fold_shape_arithmetic
 from kiln.signature import ModelSignature, TensorInfo
 
 #: ONNX TensorProto element types Kiln can carry across the artifact boundary.
@@ -183,6 +184,7 @@ def import_onnx(path: Path, *, input_shapes=None) -> ImportedModel:
     model = load_onnx(path)
     check_operators(model, path)
     inputs, derived = resolve_shapes(model, input_shapes)
+    model = fold_shape_arithmetic(model, {t.name: t.shape for t in inputs})
     from tvm.relax.frontend.onnx import from_onnx
 
     try:
