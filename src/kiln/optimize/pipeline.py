@@ -6,6 +6,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+from kiln.optimize.conv_transpose import conv_transpose_as_conv
 from kiln.optimize.fast_math import fast_math
 from kiln.optimize.cpu_schedule import CPUScheduleConfig, lanes_for, schedule_cpu
 
@@ -60,6 +61,9 @@ def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
     if opt_level < 2:
         return [*precision, *lower]
     return [
+        # transposed convs as convs (TVM's lowering of them gets no schedule), before the
+        # layout change, which then gives them NHWC too
+        conv_transpose_as_conv,
         # NHWC activations with HWIO weights: the output channels become the contiguous axis
         # that both the weights and the output are vectorized along (ORT's NCHWc, simplified)
         _optional(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})),
