@@ -126,6 +126,14 @@ CASES = {
     # weights of 256 KB (above cache_bytes, within L2) under a 1.6 MB output: activation
     # tiles outermost
     "conv_1x1_pixels_outer": lambda: _conv(1, 128, 512, 28),
+    # ShuffleNetV2's channel counts: 58 (7.25 vectors) and 116 (14.5) output channels,
+    # padded with zero filters to 64 and 120 (kiln.optimize.channel_pad); 232 is 29 vectors
+    "conv_58_channels": lambda: _conv(1, 24, 58, 14, kernel=3),
+    "conv_116_channels_residual": lambda: _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+         helper.make_node("Add", ["c", "x"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
+        [_f32("x", [1, 116, 9, 9])], [_f32("y", [1, 116, 9, 9])],
+        {"w": _w(116, 116, 1, 1), "b": _w(116)}),
     # a CNN's NCHW->NHWC input: 3 channels last, read 50 KB apart
     "transpose_channels_last": lambda: _model(
         [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
@@ -542,6 +550,28 @@ def test_weights_that_fit_in_l2_under_a_large_output_go_innermost():
         _parallel_loop(conv(large_out, pixels_outer_ratio=0))
     small_out = _conv(1, 128, 512, 7)  # 100 KB of output under 256 KB of weights
     assert _parallel_loop(conv(small_out)).startswith(("ax2_0", "ff_0")), _parallel_loop(conv(small_out))
+
+
+def test_channel_counts_that_fill_no_tile_are_padded_with_zero_filters():
+    """58 and 116 output channels left 2- and 4-lane vectors, 232 (29 vectors) a one-vector
+    tile: ShuffleNetV2 ran at 1.4-1.5x ONNX Runtime. Such convs compute 64 / 120 / 240
+    channels with zero filters, and the real ones are sliced out in a pass of its own (inlined
+    into the tile's write-back, the slice stored its padded lanes past the output: the accuracy
+    gate caught it). ShuffleNetV2 0.86x ONNX Runtime after."""
+    from kiln.optimize.channel_pad import padded_channels
+
+    assert [padded_channels(c, 8) for c in (58, 116, 232, 464, 24, 1000, 48, 61, 6)] == \
+        [64, 120, 240, 464, 24, 1000, 48, 64, 6]
+    assert padded_channels(112, 4) == 112 and padded_channels(116, 4) == 120  # 28, 29 vectors
+    assert padded_channels(9, 8) == 9  # 9 -> 16: 78% more
+    for case, padded in (("conv_58_channels", 64), ("conv_116_channels_residual", 120)):
+        funcs = _scheduled_funcs(CASES[case](), nhwc=True)
+        (conv,) = [t for n, t in funcs.items() if "conv2d" in n]
+        head = conv.split("):\n")[0]
+        assert f"T.int64({padded})), \"float32\")" in head, head  # the padded weights
+        assert "T.unroll" in conv and "T.vectorized(T.int64(8))" in conv, conv
+        # the slice (with the bias, residual and ReLU) is its own loop after the tile's
+        assert conv.count("T.parallel") >= 3, conv
 
 
 def test_a_replayed_trace_gets_the_overlapping_last_tile_back():

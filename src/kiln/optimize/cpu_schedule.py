@@ -492,6 +492,13 @@ class _Scheduler:
             # a value read by two consumers must stay materialized (GELU reads x twice)
             if len(consumers) != 1:
                 return
+            # nor a consumer that writes fewer elements (the slice after a conv whose output
+            # channels kiln.optimize.channel_pad padded): inlined into the tile's write-back
+            # it would store its padded lanes past the real output (TVM 0.27 does not guard
+            # them), so it stays a pass of its own
+            if _buffer_bytes(self.sch.get(consumers[0]).writes[0].source) \
+                    < _buffer_bytes(self.sch.get(wb).writes[0].source):
+                return
             try:
                 self.sch.reverse_compute_inline(consumers[0])
             except Exception:  # noqa: BLE001 - not inlinable: scheduled on its own

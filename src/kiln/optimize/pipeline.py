@@ -6,6 +6,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+from kiln.optimize.channel_pad import conv_channel_pad
 from kiln.optimize.conv_transpose import conv_transpose_as_conv
 from kiln.optimize.fast_math import fast_math
 from kiln.optimize.cpu_schedule import CPUScheduleConfig, lanes_for, schedule_cpu
@@ -50,6 +51,15 @@ def _optional(inner: tvm.transform.Pass) -> tvm.transform.Pass:
     return _pass
 
 
+def _float_lanes(target: tvm.target.Target) -> int:
+    """float32 lanes the target's vectors hold, from its triple / CPU name (8 on x86-64,
+    where AVX2 is the common floor of the host targets; 4 on ARM NEON and the rest)."""
+    triple, mcpu = str(target.attrs.get("mtriple", "")), str(target.attrs.get("mcpu", ""))
+    return 8 if "x86_64" in triple or mcpu.startswith(("x86-64", "haswell", "skylake", "znver",
+                                                       "icelake", "cascadelake", "broadwell",
+                                                       "sapphirerapids", "alderlake")) else 4
+
+
 def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
                         dtype: str = "float32") -> list:
     """Precision, layout, legalization and fusion: the module whose kernels get scheduled
@@ -64,6 +74,8 @@ def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
         # transposed convs as convs (TVM's lowering of them gets no schedule), before the
         # layout change, which then gives them NHWC too
         conv_transpose_as_conv,
+        # output channels that fill no register tile padded with zero filters (116 -> 120)
+        conv_channel_pad(_float_lanes(target)),
         # NHWC activations with HWIO weights: the output channels become the contiguous axis
         # that both the weights and the output are vectorized along (ORT's NCHWc, simplified)
         _optional(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})),
