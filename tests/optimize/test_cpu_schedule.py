@@ -53,6 +53,12 @@ CASES = {
         [helper.make_node("Conv", ["x", "w"], ["c"], group=4, strides=[2, 2], pads=[1, 1, 1, 1]),
          helper.make_node("Relu", ["c"], ["y"])],
         [_f32("x", [1, 16, 15, 15])], [_f32("y", [1, 16, 8, 8])], {"w": _w(16, 4, 3, 3)}),
+    # ResNeXt's first stage: 32 groups of 4 channels (a vector of 8 spans two groups)
+    "conv_grouped_4_per_group": lambda: _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=8, pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])],
+        [_f32("x", [1, 32, 12, 12])], [_f32("y", [1, 32, 12, 12])],
+        {"w": _w(32, 4, 3, 3), "b": _w(32)}),
     "depthwise_odd_width": lambda: _model(
         [helper.make_node("Conv", ["x", "w"], ["y"], group=8, pads=[1, 1, 1, 1])],
         [_f32("x", [1, 8, 7, 7])], [_f32("y", [1, 8, 7, 7])], {"w": _w(8, 1, 3, 3)}),
@@ -572,6 +578,22 @@ def test_channel_counts_that_fill_no_tile_are_padded_with_zero_filters():
         assert "T.unroll" in conv and "T.vectorized(T.int64(8))" in conv, conv
         # the slice (with the bias, residual and ReLU) is its own loop after the tile's
         assert conv.count("T.parallel") >= 3, conv
+
+
+def test_grouped_conv_vectors_stay_within_one_group():
+    """With 4 output channels per group, a vector of 8 channels read two input channels (one
+    per group), which TVM loaded lane by lane. The vector is one group wide instead (4 lanes,
+    up to 8 rows: 6 of these 12), so that each lane reads the same, broadcast, input value."""
+    funcs = _scheduled_funcs(CASES["conv_grouped_4_per_group"](), nhwc=True)
+    (conv,) = [t for n, t in funcs.items() if "conv2d" in n]
+    update = conv.split('T.sblock("group_conv2d_nhwc_update")')[0].rsplit("for ", 3)
+    assert "T.vectorized(T.int64(4))" in update[-1] and "T.unroll(T.int64(6))" in update[-2], conv
+    wide = _scheduled_funcs(_model(  # 8 channels per group: whole vectors, as before
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=4, pads=[1, 1, 1, 1])],
+        [_f32("x", [1, 32, 12, 12])], [_f32("y", [1, 32, 12, 12])], {"w": _w(32, 8, 3, 3)}),
+        nhwc=True)
+    (conv,) = [t for n, t in wide.items() if "conv2d" in n]
+    assert "T.vectorized(T.int64(4))" not in conv and "T.vectorized(T.int64(8))" in conv, conv
 
 
 def test_a_replayed_trace_gets_the_overlapping_last_tile_back():

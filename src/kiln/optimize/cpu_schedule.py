@@ -149,6 +149,25 @@ class _Scheduler:
                  if r.region and v_var in _vars_in(r.region[-1].min)]
         return max(sizes) if sizes and all(sizes) else None
 
+    def _group_width(self, blk, v: int) -> int | None:
+        """``k`` when an input is read at ``v // k``: the output channels of one group of a
+        grouped conv (its input channel is ``v // k * (channels per group) + rc``)."""
+        block = self.sch.get(blk)
+        v_var = block.iter_vars[v].var
+        found: list[int] = []
+
+        def visit(node) -> None:  # the binary arithmetic of an index
+            if isinstance(node, tirx.FloorDiv) and _int(node.b) and v_var in _vars_in(node.a):
+                found.append(_int(node.b))
+            for child in (getattr(node, "a", None), getattr(node, "b", None)):
+                if child is not None and not isinstance(child, (int, float)):
+                    visit(child)
+
+        for r in _input_reads(block):
+            for rng in r.region:
+                visit(rng.min)
+        return min(found) if found else None
+
     def activation_bytes(self, blk, v: int) -> int | None:
         """Size of the largest buffer read that is neither the vector operand nor the
         accumulator (the activations of a conv)."""
@@ -272,6 +291,13 @@ class _Scheduler:
             rows_ext = 1  # no row axis: a matrix-vector product
         image_batch = kinds.count("S") >= 4  # batch, two pixel axes, channels: a conv
         vf, max_rows = self._tile_shape(ext[v], rows_ext)
+        group = self._group_width(blk, v)
+        grouped = bool(group and group < (vf or cfg.vector_lanes) and ext[v] and ext[v] % group == 0)
+        if grouped:
+            # a grouped conv with fewer output channels per group than a vector (ResNeXt's
+            # 4): lanes of two groups read two different input channels, which TVM loads
+            # lane by lane; a vector of one group reads one value, broadcast
+            vf, max_rows = group, 2 * cfg.tile_rows
         padded = vf is None and (ext[v] or 0) > cfg.vector_lanes
         if padded:
             # a vector axis no lane count divides (197 ViT tokens in q @ k^T): compute on a
@@ -297,7 +323,7 @@ class _Scheduler:
         # 128 tokens in 22 tiles of 6: its matmuls 12% slower than in 32 of 4)
         conv = image_batch and kinds.count("R") >= 3  # taps and channels (not a batch matmul)
         predicate = conv and depth >= PREDICATED_ROWS_MIN_DEPTH
-        fuse = not padded and self._fuse_rows_pays(blk, ext, kinds, v, u, shared, vf, predicate)
+        fuse = not padded and not grouped and self._fuse_rows_pays(blk, ext, kinds, v, u, shared, vf, predicate)
         wb = sch.cache_write(blk, 0, "global")
         if not padded:
             self._inline_epilogues(wb)
