@@ -114,10 +114,10 @@ def _fold_once(model, shapes: dict[str, tuple[int, ...]]):
     if not any(n.op_type in ("Shape", "Size") for n in graph.node):
         return model
     static = _static_shapes(model, shapes)
-    consts: dict[str, np.ndarray] = {}
+    known: dict[str, np.ndarray] = {}  # small constants, and the folded values
     for init in graph.initializer:
         if int(np.prod(init.dims, dtype=np.int64)) <= MAX_ELEMENTS:
-            consts[init.name] = numpy_helper.to_array(init)
+            known[init.name] = numpy_helper.to_array(init)
     derived: dict[str, np.ndarray] = {}  # values that depend on a shape: the folded ones
     folded = set()
     outputs = {o.name for o in graph.output}
@@ -128,20 +128,21 @@ def _fold_once(model, shapes: dict[str, tuple[int, ...]]):
         if node.op_type == "Constant":
             t = next((a.t for a in node.attribute if a.name == "value"), None)
             if t is not None and int(np.prod(t.dims, dtype=np.int64)) <= MAX_ELEMENTS:
-                consts[node.output[0]] = numpy_helper.to_array(t)
+                known[node.output[0]] = numpy_helper.to_array(t)
             continue
         if node.op_type in ("Shape", "Size"):
             if node.input[0] in static:
                 derived[node.output[0]] = _shape_value(node, static[node.input[0]])
+                known[node.output[0]] = derived[node.output[0]]
                 folded.add(i)
             continue
-        known = {**consts, **derived}
         if not any(n in derived for n in node.input) or not all(not n or n in known for n in node.input):
             continue
         outs = _evaluate(node, [known[n] if n else None for n in node.input], model.opset_import)
         if outs is None or any(o.size > MAX_ELEMENTS for o in outs):
             continue
         derived.update(zip(node.output, outs))
+        known.update(zip(node.output, outs))
         folded.add(i)
     if not folded:
         return model

@@ -17,6 +17,8 @@ import tvm
 from tvm import relax
 from tvm.relax import Call, Expr, PyExprMutator, expr_functor
 
+from kiln.optimize.relax_rewrite import constant_weight_conv, rewrite_functions
+
 #: Most zero channels added, as a share of the real ones.
 MAX_WASTE = 0.125
 
@@ -43,15 +45,10 @@ class _ChannelPad(PyExprMutator):
 
     def visit_call_(self, call: Call) -> Expr:
         new = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+        match = constant_weight_conv(call, new, "relax.nn.conv2d", "OIHW")
+        if match is None or int(match[0].groups) != 1:
             return new
-        a = call.attrs
-        data, weight = new.args
-        if not isinstance(weight, tvm.ir.expr.Constant) or int(a.groups) != 1 \
-                or a.data_layout != "NCHW" or a.kernel_layout != "OIHW" \
-                or (a.out_layout and a.out_layout != "NCHW"):
-            return new
-        w = weight.value.numpy()
+        a, data, w = match
         oc = w.shape[0]
         want = padded_channels(oc, self.lanes)
         if want == oc:
@@ -69,10 +66,6 @@ def conv_channel_pad(lanes: int) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="KilnConvChannelPad")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mutator = _ChannelPad(mod, lanes)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gv, mutator.visit_expr(func))
-        return mutator.builder_.get()
+        return rewrite_functions(mod, _ChannelPad(mod, lanes))
 
     return _pass

@@ -22,6 +22,8 @@ import tvm
 from tvm import relax
 from tvm.relax import Call, Expr, PyExprMutator, expr_functor
 
+from kiln.optimize.relax_rewrite import constant_weight_conv, rewrite_functions
+
 
 def _ints(values) -> list[int]:
     return [int(v) for v in values]
@@ -50,16 +52,13 @@ def _weights_as_conv(w: np.ndarray, groups: int) -> np.ndarray:
 class _ConvTranspose(PyExprMutator):
     def visit_call_(self, call: Call) -> Expr:
         new = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d_transpose":
+        match = constant_weight_conv(call, new, "relax.nn.conv2d_transpose", "IOHW")
+        if match is None:
             return new
-        a = call.attrs
-        data, weight = new.args
+        a, data, w = match
         shape = _static_shape(data)
-        if not isinstance(weight, tvm.ir.expr.Constant) or shape is None or len(shape) != 4 \
-                or a.data_layout != "NCHW" or a.kernel_layout != "IOHW" \
-                or (a.out_layout and a.out_layout != "NCHW") or _ints(a.dilation) != [1, 1]:
+        if shape is None or len(shape) != 4 or _ints(a.dilation) != [1, 1]:
             return new
-        w = weight.value.numpy()
         groups = int(a.groups)
         sh, sw = _ints(a.strides)
         pt, pl, pb, pr = _ints(a.padding)
@@ -98,8 +97,4 @@ class _ConvTranspose(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="KilnConvTransposeAsConv")
 def conv_transpose_as_conv(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """The module with its constant-weight 2-D transposed convs rewritten (module doc)."""
-    mutator = _ConvTranspose(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gv, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_functions(mod, _ConvTranspose(mod))

@@ -18,8 +18,10 @@ from __future__ import annotations
 import math
 
 import tvm
-from tvm import relax, topi
+from tvm import topi
 from tvm.relax import Call, Expr, PyExprMutator, expr_functor
+
+from kiln.optimize.relax_rewrite import rewrite_functions
 
 
 def fast_sigmoid(x):
@@ -63,8 +65,4 @@ class _FastMath(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="KilnFastMath")
 def fast_math(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """The module with its transcendental ops in TVM's fast polynomial forms."""
-    mutator = _FastMath(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gv, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_functions(mod, _FastMath(mod))
