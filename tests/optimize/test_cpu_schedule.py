@@ -160,9 +160,11 @@ CASES = {
 
 
 def _scheduled_funcs(onnx_model, simd="avx2", as_text=True, nhwc=False, unscheduled=False,
-                     **cfg):
+                     winograd=False, **cfg):
     """The PrimFuncs after Kiln's CPU pipeline, as TVMScript text by name (``unscheduled``:
-    before Kiln's schedules; ``cfg``: CPUScheduleConfig fields other than the defaults)."""
+    before Kiln's schedules; ``winograd``: 3x3 convs as Winograd transforms and a matmul, as
+    in a compile, instead of the direct conv these tests look at; ``cfg``: CPUScheduleConfig
+    fields other than the defaults)."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.relax.frontend.onnx import from_onnx
@@ -175,7 +177,8 @@ def _scheduled_funcs(onnx_model, simd="avx2", as_text=True, nhwc=False, unschedu
         if nhwc:  # Kiln's own pre-schedule passes: NHWC convs, as every opt-level-2 compile
             from kiln.optimize.pipeline import pre_schedule_passes
 
-            mod = tvm.transform.Sequential(pre_schedule_passes(target, opt_level=2))(mod)
+            mod = tvm.transform.Sequential(
+                pre_schedule_passes(target, opt_level=2, winograd=winograd))(mod)
         else:
             mod = tvm.transform.Sequential([*cpu.legalize_passes(target)])(mod)
         if not unscheduled:
@@ -315,7 +318,8 @@ def test_constant_weights_are_prepacked_at_compile_time(model_dir):
         out = tvm.transform.Sequential(_optimize_passes(target, opt_level=2, simd="avx2"))(mod)
     calls = re.findall(r"call_tir\((?:cls\.)?(\w+),", out["main"].script())
     convs = [c for c in calls if "conv2d" in c]   # (the 10-class head is one tile already)
-    assert any(c.endswith("_prepacked") for c in convs)
+    # the 3x3 conv is a Winograd matmul over its transformed weights
+    assert "matmul_prepacked" in calls, calls
     for name in convs:
         if not name.endswith("_prepacked"):
             # only a conv whose output channels fit one register tile (2 x 8 lanes) is left:

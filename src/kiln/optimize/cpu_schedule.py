@@ -71,6 +71,8 @@ ODD_TILES = ((3, 4), (5, 2))  # (vectors, rows) of the tile for an odd number of
 FUSED_ROWS_GAIN = 0.05  # least share of recomputed rows that fusing two row axes must save
 FUSED_ROWS_MIN_CHANNELS = 8  # shortest innermost reduction for that fusion (address math)
 PARALLEL_CHUNKS = 64  # fewest iterations of a transpose's parallel loop (load balance)
+WINOGRAD = "kiln.winograd"  # block annotation of a Winograd transform (its tile size)
+WINOGRAD_STAGE = "kiln.winograd_stage"  # its first stage, computed inside it
 OVERLAP_TILE = "kiln.overlap_tile"  # block annotation: the blocks of one register tile
 
 
@@ -236,8 +238,8 @@ class _Scheduler:
         block = self.sch.get(blk)
         body = block.body
         if not isinstance(body, tirx.BufferStore) or "R" in _iter_kinds(block) \
-                or len(block.writes) != 1:
-            return False
+                or len(block.writes) != 1 or WINOGRAD in block.annotations:
+            return False  # a Winograd transform takes its consumers in, not the reverse
         cblock = self._one_injective_consumer(blk)
         if cblock is None:
             return False
@@ -692,6 +694,50 @@ class _Scheduler:
             sch.parallel(fused)
         return True
 
+    def winograd_transform(self, blk) -> bool:
+        """A Winograd transform (kiln.optimize.winograd): its elementwise epilogue fused in,
+        parallel over tiles and channel vectors, its first stage computed inside it (per row
+        of the input tile, per output tile), the tile loops of both stages unrolled (each
+        coefficient becomes a constant), vectorized over the channels. The first stage's
+        buffer stays under 1 KB, which TVM keeps on the stack (registers, once unrolled)
+        instead of allocating a workspace per tile."""
+        sch = self.sch
+        m = int(sch.get(blk).annotations[WINOGRAD])
+        self._inline_epilogues(blk)
+        loops = sch.get_loops(blk)
+        if len(loops) == 3:  # input: V[e, p, c], e = xi * (m + 2) + nu
+            e, p, c = loops
+            c_o, c_i = sch.split(c, [None, self._channel_vector(c)])
+            xi, nu = sch.split(e, [None, m + 2])
+            sch.reorder(p, c_o, xi, nu, c_i)
+            outer = sch.fuse(p, c_o)
+            unrolled, stage_at, depth = [xi, nu], xi, 2
+        else:  # output: Y[b, h, w, k]
+            b, h, w, k = loops
+            h_o, h_i = sch.split(h, [None, m])
+            w_o, w_i = sch.split(w, [None, m])
+            k_o, k_i = sch.split(k, [None, self._channel_vector(k)])
+            sch.reorder(b, h_o, w_o, k_o, h_i, w_i, k_i)
+            outer = sch.fuse(b, h_o, w_o, k_o)
+            unrolled, stage_at, depth = [h_i, w_i], outer, 1
+        sch.parallel(outer)
+        for loop in unrolled:
+            sch.unroll(loop)
+        self._vectorize_lanes(sch.get_loops(blk)[-1])
+        for producer in sch.get_producers(blk):
+            if WINOGRAD_STAGE not in sch.get(producer).annotations:
+                continue
+            sch.compute_at(producer, stage_at)
+            *tile, lanes = sch.get_loops(producer)[depth:]
+            for loop in tile:
+                sch.unroll(loop)
+            self._vectorize_lanes(lanes)
+        return True
+
+    def _channel_vector(self, loop) -> int:
+        ext = _int(self.sch.get(loop).extent)
+        return _divisor(ext, self.cfg.vector_lanes) or 1
+
     def _live(self):
         """(name, block) of every root-level block that still exists."""
         for name in [self.sch.get(b).name_hint for b in self.blocks()]:
@@ -715,12 +761,20 @@ class _Scheduler:
         self._try(self.inline_elementwise)
         changed = len(self.blocks()) != before
         for name, blk in self._live():
+            if WINOGRAD in self.sch.get(blk).annotations:
+                if self._try(self.winograd_transform, blk):
+                    changed = True
+                    done.add(name)
+        for name, blk in self._live():
+            if name in done:
+                continue
             axes = self.gemm_axes(blk)
             if axes is not None and self._try(self.tiled_reduction, blk, *axes):
                 changed = True
                 done.add(name)
         for name, blk in self._live():
-            if name in done or _is_scheduled_tile(self.sch, blk):
+            if name in done or _is_scheduled_tile(self.sch, blk) \
+                    or WINOGRAD_STAGE in self.sch.get(blk).annotations:
                 continue
             kinds = _iter_kinds(self.sch.get(blk))
             if "R" in kinds:

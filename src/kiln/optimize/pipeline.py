@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -9,6 +11,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from kiln.optimize.channel_pad import conv_channel_pad
 from kiln.optimize.conv_transpose import conv_transpose_as_conv
 from kiln.optimize.fast_math import fast_math
+from kiln.optimize.winograd import winograd_conv
 from kiln.optimize.cpu_schedule import CPUScheduleConfig, lanes_for, schedule_cpu
 
 #: opt_level -> pipeline name recorded in the manifest
@@ -61,10 +64,14 @@ def _float_lanes(target: tvm.target.Target) -> int:
 
 
 def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
-                        dtype: str = "float32") -> list:
+                        dtype: str = "float32", winograd: bool | None = None) -> list:
     """Precision, layout, legalization and fusion: the module whose kernels get scheduled
     (or tuned). ``dtype`` float16 computes convolutions and matmuls (and what fuses with them)
-    in half precision, accumulating in half precision too; inputs and outputs stay float32."""
+    in half precision, accumulating in half precision too; inputs and outputs stay float32.
+    ``winograd`` (default: on unless the environment sets ``KILN_WINOGRAD=0``) computes
+    float32 stride-1 3x3 convs as Winograd transforms around a matmul."""
+    if winograd is None:
+        winograd = os.environ.get("KILN_WINOGRAD", "1") != "0"
     precision = [relax.transform.ToMixedPrecision(out_dtype="float16")] \
         if dtype == "float16" else []
     lower = [*cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
@@ -81,6 +88,8 @@ def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
         _optional(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})),
         # inference-mode batch norm as elementwise ops, so that it fuses into the conv epilogue
         relax.transform.DecomposeOpsForInference(),
+        # stride-1 3x3 convs as Winograd F(4x4 or 2x2, 3x3): a third to a half of the multiplies
+        *([winograd_conv] if winograd and dtype == "float32" else []),
         *precision,
         # exp / tanh / erf / sigmoid as polynomials that vectorize (LLVM calls libm per lane);
         # after ToMixedPrecision, which cannot read the PrimFuncs this pass adds
