@@ -123,3 +123,9 @@ def test_transforms_compute_the_convolution(m):
     ref = np.array([[np.einsum("ijc,ijck->k", d[r:r + 3, s:s + 3], w) for s in range(m)]
                     for r in range(m)])
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_huge_maps_stay_direct():
+    """A 256x256 map of 64 channels would need 38 MB per transformed activation."""
+    funcs = _scheduled_funcs(_conv_model(64, 64, 256), nhwc=True, winograd=True)
+    assert not any("winograd" in n for n in funcs), sorted(funcs)

@@ -12,8 +12,11 @@ unrolls the tile, so each coefficient is a constant and zero ones vanish.
 
 This pass runs after the layout change (NHWC data, HWIO weights), on convs with constant weights
 large enough to pay (a map of at least ``MIN_TILES`` tiles, ``MIN_CHANNELS`` channels in and
-out). float32 only: the transforms' rounding grows with the tile (F(4,3) stays within 1e-5 of
-the direct conv's relative error on unit-scale data).
+out) and whose transformed weights and activations stay under ``MAX_WEIGHT_BYTES`` and
+``MAX_TRANSFORMED_BYTES``. float32 only: the
+transforms' rounding grows with the tile (single convs, max error over the output's largest
+value against ONNX Runtime: F(4,3) 1.6-2.4e-6, F(2,3) 0.4-0.7e-6, the direct conv 0.7-1.4e-6).
+``KILN_WINOGRAD=0`` in the environment turns the pass off (kiln.optimize.pipeline).
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ MIN_TILES = 16
 #: most bytes of transformed weights (alpha^2 / 9 times the conv's): a 512-channel conv on a 7x7
 #: map (2x2 tiles: 16.8 MB instead of 9.4) is bound by streaming them, and gained 6% in ResNet-18
 MAX_WEIGHT_BYTES = 8 << 20
+#: most bytes of each transformed activation (alpha^2 / m^2 times the map: 2.25x at F(4,3), 4x
+#: at F(2,3)): a 256x256 map of 64 channels (38 MB) stays a direct conv, so that peak memory
+#: does not grow by more than this per conv
+MAX_TRANSFORMED_BYTES = 32 << 20
 OUT_EWISE = 4  # TVM's kOutEWiseFusable op pattern
 MAX_PADDED = 1.35  # most outputs computed per output needed (tiles past the edge)
 
@@ -181,6 +188,8 @@ class _Winograd(PyExprMutator):
         if (m + 2) ** 2 * c * k * 4 > MAX_WEIGHT_BYTES:
             return new
         th, tw = -(-oh // m), -(-ow // m)
+        if (m + 2) ** 2 * n * th * tw * max(c, k) * 4 > MAX_TRANSFORMED_BYTES:
+            return new
         pad_t, pad_l = int(a.padding[0]), int(a.padding[1])
         v = self.builder_.emit_te(input_transform, data, m, pad_t, pad_l, th, tw,
                                   primfunc_name_hint="winograd_input")
