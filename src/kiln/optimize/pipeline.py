@@ -9,6 +9,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
 from kiln.optimize.channel_pad import conv_channel_pad
+from kiln.optimize.const_fold import numpy_constant_fold
 from kiln.optimize.conv_transpose import conv_transpose_as_conv
 from kiln.optimize.fast_math import fast_math
 from kiln.optimize.winograd import winograd_conv
@@ -88,6 +89,9 @@ def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
         _optional(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})),
         # inference-mode batch norm as elementwise ops, so that it fuses into the conv epilogue
         relax.transform.DecomposeOpsForInference(),
+        # the weight transposes and bias reshapes that brings, and batch norm's arithmetic on
+        # constants, computed with numpy (FoldConstant compiles a kernel for each)
+        numpy_constant_fold,
         # stride-1 3x3 convs as Winograd F(4x4 or 2x2, 3x3): a third to a half of the multiplies
         *([winograd_conv] if winograd and dtype == "float32" else []),
         *precision,
