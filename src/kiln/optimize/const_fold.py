@@ -32,6 +32,10 @@ _UNARY = {"relax.sqrt": np.sqrt, "relax.negative": np.negative,
           "relax.rsqrt": lambda x: 1 / np.sqrt(x)}
 
 
+_FOLDED = {"relax.permute_dims", "relax.reshape", "relax.expand_dims", "relax.squeeze",
+           "relax.astype", *_BINARY, *_UNARY}
+
+
 def _evaluate(call: Call, args: list[np.ndarray], shape: list[int]) -> np.ndarray | None:
     name = call.op.name
     if name == "relax.permute_dims":
@@ -54,11 +58,14 @@ class _Fold(PyExprMutator):
     def _constant(self, expr) -> np.ndarray | None:
         if isinstance(expr, relax.Var):
             expr = self.lookup_binding(expr)
-        return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
+        if not isinstance(expr, tvm.ir.expr.Constant):
+            return None
+        value = expr.value  # a tensor, or a plain number for a scalar constant
+        return value.numpy() if hasattr(value, "numpy") else None
 
     def visit_call_(self, call: Call) -> Expr:
         new = super().visit_call_(call)
-        if not isinstance(new.op, tvm.ir.Op):
+        if not isinstance(new.op, tvm.ir.Op) or new.op.name not in _FOLDED:
             return new
         ty = call.ty
         dtype, shape = str(getattr(ty, "dtype", "")), getattr(ty, "shape", None)
