@@ -1,7 +1,7 @@
 """Stride-1 3x3 convolutions run as Winograd F(4x4, 3x3) / F(2x2, 3x3) (kiln.optimize.winograd):
 an input transform, one batched matmul over the tile positions, and an output transform that
 takes the conv's epilogue (bias, ReLU, residual add). ResNet-18 batch 1 went from 1.10-1.15x to
-0.68-0.78x ONNX Runtime's latency with it (bench note in docs/tuning.md)."""
+0.68-0.78x ONNX Runtime's latency with it (README, "Session 14")."""
 
 from __future__ import annotations
 
