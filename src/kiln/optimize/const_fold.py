@@ -15,7 +15,7 @@ import tvm
 from tvm import relax
 from tvm.relax import Call, Expr, PyExprMutator, expr_functor
 
-from kiln.optimize.relax_rewrite import rewrite_functions
+from kiln.optimize.relax_rewrite import rewrite_functions, static_shape
 
 #: largest result folded here (elements); larger ones are left to FoldConstant
 MAX_ELEMENTS = 1 << 26
@@ -40,9 +40,7 @@ def _evaluate(call: Call, args: list[np.ndarray], shape: list[int]) -> np.ndarra
     name = call.op.name
     if name == "relax.permute_dims":
         return np.transpose(args[0], _axes(call.attrs, args[0].ndim))
-    if name == "relax.reshape":
-        return args[0].reshape(shape)
-    if name == "relax.expand_dims" or name == "relax.squeeze":
+    if name in ("relax.reshape", "relax.expand_dims", "relax.squeeze"):
         return args[0].reshape(shape)
     if name == "relax.astype":
         return args[0].astype(str(call.attrs.dtype))
@@ -67,15 +65,8 @@ class _Fold(PyExprMutator):
         new = super().visit_call_(call)
         if not isinstance(new.op, tvm.ir.Op) or new.op.name not in _FOLDED:
             return new
-        ty = call.ty
-        dtype, shape = str(getattr(ty, "dtype", "")), getattr(ty, "shape", None)
-        if not dtype or shape is None:
-            return new
-        try:
-            dims = [int(d) for d in shape.values]
-        except (TypeError, AttributeError):  # symbolic or unknown
-            return new
-        if int(np.prod(dims)) > MAX_ELEMENTS:
+        dtype, dims = str(getattr(call.ty, "dtype", "")), static_shape(call)
+        if not dtype or dims is None or int(np.prod(dims)) > MAX_ELEMENTS:
             return new
         tensors = new.args[:1] if new.op.name == "relax.reshape" else new.args
         args = [self._constant(a) for a in tensors]

@@ -22,21 +22,11 @@ import tvm
 from tvm import relax
 from tvm.relax import Call, Expr, PyExprMutator, expr_functor
 
-from kiln.optimize.relax_rewrite import constant_weight_conv, rewrite_functions
+from kiln.optimize.relax_rewrite import constant_weight_conv, rewrite_functions, static_shape
 
 
 def _ints(values) -> list[int]:
     return [int(v) for v in values]
-
-
-def _static_shape(expr) -> list[int] | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    if shape is None or not hasattr(shape, "values"):
-        return None
-    try:
-        return [int(v) for v in shape.values]
-    except TypeError:  # a symbolic dimension
-        return None
 
 
 def _weights_as_conv(w: np.ndarray, groups: int) -> np.ndarray:
@@ -56,7 +46,7 @@ class _ConvTranspose(PyExprMutator):
         if match is None:
             return new
         a, data, w = match
-        shape = _static_shape(data)
+        shape = static_shape(data)
         if shape is None or len(shape) != 4 or _ints(a.dilation) != [1, 1]:
             return new
         groups = int(a.groups)

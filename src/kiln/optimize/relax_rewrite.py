@@ -1,5 +1,6 @@
-"""What Kiln's Relax rewrites (``fast_math``, ``conv_transpose``, ``channel_pad``) share: running a
-mutator over every Relax function of a module, and matching a conv with constant weights."""
+"""What Kiln's Relax rewrites (``fast_math``, ``conv_transpose``, ``channel_pad``, ``winograd``,
+``const_fold``) share: running a mutator over every Relax function of a module, static shapes,
+and matching a conv with constant weights."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def constant_weight_conv(call, new, op_name: str, kernel_layout: str):
             or a.kernel_layout != kernel_layout or (a.out_layout and a.out_layout != "NCHW"):
         return None
     return a, data, weight.value.numpy()
+
+
+def static_shape(expr) -> list[int] | None:
+    """The dimensions of ``expr``'s tensor type, or None when unknown or symbolic."""
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    if shape is None or not hasattr(shape, "values"):
+        return None
+    try:
+        return [int(v) for v in shape.values]
+    except TypeError:  # a symbolic dimension
+        return None

@@ -26,11 +26,12 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax import Call, Expr, PyExprMutator, expr_functor
 
-from kiln.optimize.relax_rewrite import rewrite_functions
+# block annotations the CPU schedule's Winograd rule reads: the two transforms (value: the
+# output tile size m) and the first of each transform's two stages
+from kiln.optimize.cpu_schedule import WINOGRAD as ANNOTATION
+from kiln.optimize.cpu_schedule import WINOGRAD_STAGE as STAGE
+from kiln.optimize.relax_rewrite import rewrite_functions, static_shape
 
-#: block annotation of the two transforms; its value is the output tile size m
-ANNOTATION = "kiln.winograd"
-STAGE = "kiln.winograd_stage"  # the first of a transform's two stages
 MIN_CHANNELS = 16
 MIN_TILES = 16
 #: most bytes of transformed weights (alpha^2 / 9 times the conv's): a 512-channel conv on a 7x7
@@ -145,17 +146,11 @@ def output_transform(mm: te.Tensor, m: int, n: int, th: int, tw: int, oh: int, o
 
 
 def _const_hwio(expr, lookup) -> np.ndarray | None:
-    """The HWIO weights of a conv argument: a constant, or a permute_dims of one (what
-    ConvertLayout leaves until constants are folded)."""
+    """The HWIO weights of a conv argument when they are a constant (const_fold, earlier in the
+    pipeline, has folded the layout change's transpose of them)."""
     if isinstance(expr, relax.Var):
         expr = lookup(expr)
-    if isinstance(expr, tvm.ir.expr.Constant):
-        return expr.value.numpy()
-    if isinstance(expr, Call) and isinstance(expr.op, tvm.ir.Op) \
-            and expr.op.name == "relax.permute_dims" and isinstance(expr.args[0], tvm.ir.expr.Constant):
-        axes = [int(i) for i in expr.attrs.axes]
-        return np.transpose(expr.args[0].value.numpy(), axes)
-    return None
+    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
 
 
 @expr_functor.mutator
@@ -170,15 +165,12 @@ class _Winograd(PyExprMutator):
                 or [int(s) for s in a.strides] != [1, 1] or [int(s) for s in a.dilation] != [1, 1]:
             return new
         data = new.args[0]
-        dshape, oshape = data.ty.shape, call.ty.shape
+        dshape, oshape = static_shape(data), static_shape(call)
         if str(data.ty.dtype) != "float32" or str(call.ty.dtype) != "float32" \
                 or dshape is None or oshape is None:
             return new
-        try:
-            n, _, _, c = (int(s) for s in dshape.values)
-            _, oh, ow, k = (int(s) for s in oshape.values)
-        except TypeError:  # a symbolic dimension
-            return new
+        n, _, _, c = dshape
+        _, oh, ow, k = oshape
         w = _const_hwio(new.args[1], self.lookup_binding)
         if w is None or w.shape[:2] != (3, 3) or c < MIN_CHANNELS or k < MIN_CHANNELS:
             return new
