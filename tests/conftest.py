@@ -29,6 +29,21 @@ def onnx_reference(model_path: Path, inputs: dict) -> list[np.ndarray]:
     return sess.run(None, inputs)
 
 
+def run_on_host(model: onnx.ModelProto, feeds: dict, tmp_path: Path, name: str = "m"):
+    """``model`` saved under ``tmp_path``, compiled with the defaults for ``LINUX/X86_64``, run
+    on ``feeds``: (Kiln's outputs, the artifact's manifest, onnxruntime's outputs)."""
+    import kiln
+
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, path)
+    res = kiln.compile(path, platform="LINUX/X86_64", output=tmp_path / f"{name}.tar.gz")
+    m = kiln.load(res.artifact)
+    try:
+        return m.run(feeds), m.manifest, onnx_reference(path, feeds)
+    finally:
+        m.close()
+
+
 def have_aarch64_emulation() -> bool:
     return shutil.which("qemu-aarch64") is not None and Path("/usr/aarch64-linux-gnu/lib").is_dir()
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from conftest import run_on_host
 
 
 def _conv_bn_model() -> onnx.ModelProto:
@@ -61,18 +62,8 @@ def test_constant_expressions_are_folded_before_legalization():
 
 
 def test_folded_model_matches_onnxruntime(tmp_path):
-    import kiln
-
-    model = _conv_bn_model()
-    path = tmp_path / "m.onnx"
-    onnx.save(model, path)
-    res = kiln.compile(path, platform="LINUX/X86_64", output=tmp_path / "m.tar.gz")
     x = np.random.default_rng(2).standard_normal((1, 8, 6, 6)).astype(np.float32)
-    m = kiln.load(res.artifact)
-    (y,) = m.run({"x": x})
-    m.close()
-    ref = ort.InferenceSession(model.SerializeToString(),
-                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    (y,), _, (ref,) = run_on_host(_conv_bn_model(), {"x": x}, tmp_path)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -80,8 +71,6 @@ def test_models_with_scalar_attributes_keep_the_scheduled_pipeline(tmp_path):
     """Clip's bounds are integer scalars among its arguments (MobileNetV3's hard-swish): the
     fold once read them as tensors and failed the whole schedule pass, which left the model on
     the unscheduled fallback (13x slower, accuracy gate passed)."""
-    import kiln
-
     rng = np.random.default_rng(5)
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("HardSwish", ["c"], ["y"])],
@@ -90,15 +79,8 @@ def test_models_with_scalar_attributes_keep_the_scheduled_pipeline(tmp_path):
         [numpy_helper.from_array(rng.standard_normal((16, 8, 1, 1)).astype(np.float32), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    path = tmp_path / "h.onnx"
-    onnx.save(model, path)
-    res = kiln.compile(path, platform="LINUX/X86_64", output=tmp_path / "h.tar.gz")
-    m = kiln.load(res.artifact)
-    pipeline = m.manifest.compile_options["pipeline"]
     x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
-    (y,) = m.run({"x": x})
-    m.close()
+    (y,), manifest, (ref,) = run_on_host(model, {"x": x}, tmp_path, "h")
+    pipeline = manifest.compile_options["pipeline"]
     assert pipeline.startswith("fused+schedules") and "failed" not in pipeline, pipeline
-    ref = ort.InferenceSession(model.SerializeToString(),
-                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)

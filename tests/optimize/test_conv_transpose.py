@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import run_on_host
 from test_cpu_schedule import _scheduled_funcs
 
 
@@ -42,19 +42,10 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_transposed_convs_match_onnxruntime(case, tmp_path):
-    import kiln
-
     model = _deconv(*CASES[case])
-    path = tmp_path / "deconv.onnx"
-    onnx.save(model, path)
-    res = kiln.compile(path, platform="LINUX/X86_64", output=tmp_path / "deconv.tar.gz")
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(7).standard_normal(dims).astype(np.float32)
-    m = kiln.load(res.artifact)
-    (y,) = m.run({"x": x})
-    m.close()
-    ref = ort.InferenceSession(model.SerializeToString(),
-                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    (y,), _, (ref,) = run_on_host(model, {"x": x}, tmp_path, "deconv")
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 

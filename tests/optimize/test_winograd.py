@@ -6,11 +6,10 @@ takes the conv's epilogue (bias, ReLU, residual add). ResNet-18 batch 1 went fro
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import run_on_host
 from test_cpu_schedule import _scheduled_funcs
 
 
@@ -46,24 +45,15 @@ CASES = {  # (channels in, out, map size, extra): the tile each one gets in brac
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_winograd_convs_match_onnxruntime(case, tmp_path):
-    import kiln
-
     shape, extra = CASES[case]
     model = _conv_model(*shape, **extra)
     funcs = _scheduled_funcs(model, nhwc=True, winograd=True)
     assert any("winograd_input" in n for n in funcs) and not any("conv2d" in n for n in funcs), \
         sorted(funcs)
-    path = tmp_path / "conv.onnx"
-    onnx.save(model, path)
-    res = kiln.compile(path, platform="LINUX/X86_64", output=tmp_path / "conv.tar.gz")
     rng = np.random.default_rng(3)
     feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim])
              .astype(np.float32) for i in model.graph.input}
-    m = kiln.load(res.artifact)
-    (y,) = m.run(feeds)
-    m.close()
-    ref = ort.InferenceSession(model.SerializeToString(),
-                               providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    (y,), _, (ref,) = run_on_host(model, feeds, tmp_path, "conv")
     # the transforms' rounding: within a few float32 ulps of the output's scale
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
 
