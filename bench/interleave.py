@@ -2,16 +2,18 @@
 
     .venv/bin/python bench/interleave.py [--models resnet18,mobilenet_v2,bert_encoder]
                                          [--batch 1] [--threads 2] [--seconds 6]
+                                         [--spin-ms MS]
 
-ONNX Runtime's intra-op pool spins on its cores for tens of milliseconds after each run
-(``session.intra_op.allow_spinning``, on by default). A runtime that runs right after it shares
-those cores with a spinning thread. This script measures, per model, Kiln and ONNX Runtime:
+Both pools keep a worker spinning after a run: ONNX Runtime's for 100-200 ms here
+(``session.intra_op.allow_spinning``, on by default), Kiln's for its block time
+(``KILN_SPIN_MS``, default 100 ms; ``--spin-ms`` sets it for this run). On 2 cores, a run that
+starts while the other runtime's worker spins takes about twice as long. This script measures,
+per model, Kiln and ONNX Runtime:
 
 * ``alone``: runs back to back, the other runtime idle;
-* ``alternating``: one run of each in turn (ORT, Kiln, ORT, Kiln, ...), so every Kiln run
-  starts while ORT's worker spins, and every ORT run starts after Kiln's pool, which spins
-  for at most 0.2 ms;
-* ``alternating_no_spin``: the same with ORT's spinning turned off.
+* ``alternating``: one run of each in turn (ORT, Kiln, ORT, Kiln, ...), so every run starts
+  while the other runtime's worker spins (Kiln's only if its block time covers ORT's run);
+* ``alternating_no_spin``: the same with ORT's spinning turned off (Kiln's as set).
 
 Writes bench/results/<date>-<arch>-interleave.json; medians in milliseconds.
 """
@@ -87,7 +89,11 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--spin-ms", default=None,
+                    help="KILN_SPIN_MS for this run (Kiln's block time; default: as set, 100)")
     args = ap.parse_args()
+    if args.spin_ms is not None:
+        os.environ["KILN_SPIN_MS"] = args.spin_ms
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix="kiln-interleave-") as tmp:
@@ -100,6 +106,7 @@ def main() -> int:
 
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "host": platform.node(), "kiln": kiln.__version__, "threads": args.threads,
+              "kiln_spin_ms": os.environ.get("KILN_SPIN_MS", "100 (default)"),
               "rows": rows}
     out = HERE / "results" / f"{dt.date.today()}-{platform.machine()}-interleave.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

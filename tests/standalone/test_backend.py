@@ -106,3 +106,67 @@ def test_long_regions_split_into_claimed_tasks_and_give_the_same_outputs(tmp_pat
     for _ in range(5):
         tiny.run(xs)
     assert split() == before  # microsecond regions: one task per thread
+
+
+_IDLE_CPU = """
+import sys, time
+import numpy as np
+import kiln
+model = kiln.load(sys.argv[1])
+x = np.random.default_rng(5).standard_normal((256, 512)).astype(np.float32)
+for _ in range(3):
+    model.run(x)
+t0 = time.process_time()
+time.sleep(0.4)
+print(round((time.process_time() - t0) * 1e3, 1))
+"""
+
+
+def _idle_cpu_ms(artifact, spin_ms):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KILN_NUM_THREADS": "2"}
+    env.pop("KILN_SPIN_MS", None)
+    if spin_ms is not None:
+        env["KILN_SPIN_MS"] = spin_ms
+    out = subprocess.run([sys.executable, "-c", _IDLE_CPU, str(artifact)], env=env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def test_idle_workers_spin_for_the_block_time_then_sleep(tmp_path):
+    """After a run the pool's worker spins for KILN_SPIN_MS (default 100 ms, as ONNX Runtime's
+    and Intel OpenMP's pools do), then sleeps: the process's CPU time over the 400 ms after the
+    last run is about the block time, and near zero with KILN_SPIN_MS=0 (0.2 ms)."""
+    path = tmp_path / "mm.onnx"
+    _matmul(path)
+    res = kiln.compile(path, platform="LINUX/X86_64", output=tmp_path / "m.tar.gz")
+    quiet = _idle_cpu_ms(res.artifact, "0")
+    default = _idle_cpu_ms(res.artifact, None)
+    longer = _idle_cpu_ms(res.artifact, "250")
+    assert quiet < 25, quiet  # the worker slept: no spinning core after the run
+    assert 50 < default < 250, default  # about 100 ms of one core, then asleep
+    assert longer > default + 50, (default, longer)
+
+
+def test_models_with_the_same_runtime_share_one_library_and_pool(tmp_path):
+    """Two artifacts whose libkiln_runtime.so have the same bytes load one copy of it in a
+    process (one thread pool, so one model's idle spinning never slows the other's runs);
+    alternating runs of both still match ONNX Runtime."""
+    mm, att = tmp_path / "mm.onnx", tmp_path / "att.onnx"
+    _matmul(mm)
+    _attention_scores(att)
+    a = kiln.load(kiln.compile(mm, platform="LINUX/X86_64", output=tmp_path / "m.tar.gz").artifact)
+    b = kiln.load(kiln.compile(att, platform="LINUX/X86_64",
+                               output=tmp_path / "a.tar.gz").artifact)
+    assert a._dir != b._dir and a._lib is b._lib
+    xa = np.random.default_rng(5).standard_normal((256, 512)).astype(np.float32)
+    xb = np.random.default_rng(3).standard_normal((1, 2, 37, 16)).astype(np.float32)
+    want_a, want_b = onnx_reference(mm, {"x": xa})[0], onnx_reference(att, {"x": xb})[0]
+    for _ in range(3):
+        np.testing.assert_allclose(a.run(xa)[0], want_a, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(b.run(xb)[0], want_b, rtol=1e-5, atol=1e-6)
+    a.close()  # closing one model leaves the other's (shared) library working
+    np.testing.assert_allclose(b.run(xb)[0], want_b, rtol=1e-5, atol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -53,6 +54,31 @@ def _bind(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, name, None)
         if fn is not None:
             fn.argtypes, fn.restype = args, res
+
+
+#: Standalone runtime libraries loaded in this process, by sha256. Models whose artifacts carry
+#: the same ``libkiln_runtime.so`` share one copy, and so one thread pool: a pool's idle worker
+#: spins for its block time (``KILN_SPIN_MS``) after a run, and a second pool's runs would pay
+#: for it (twice as long on 2 cores). The library keeps no per-model state outside its handles.
+_SHARED_LIBRARIES: dict[str, ctypes.CDLL] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _runtime_library(path: Path, manifest) -> ctypes.CDLL:
+    name = manifest.runtime["library"]
+    file = str(path.resolve() / name)
+    if manifest.runtime.get("kind") != "standalone":
+        lib = ctypes.CDLL(file)
+        _bind(lib)
+        return lib
+    key = manifest.files[name]["sha256"]  # checked against the file by check_digests
+    with _SHARED_LOCK:
+        lib = _SHARED_LIBRARIES.get(key)
+        if lib is None:
+            lib = ctypes.CDLL(file)
+            _bind(lib)
+            _SHARED_LIBRARIES[key] = lib
+    return lib
 
 
 _GPU_HINT = "run it on a machine with the NVIDIA GPU it was built for and driver >= 580 " \
@@ -118,8 +144,7 @@ class Model:
                      fallback=bool(self.manifest.runtime.get("fallback_library") or gpu))
         if gpu:
             _check_gpu(gpu, dev_id)
-        self._lib = ctypes.CDLL(str(path.resolve() / self.manifest.runtime["library"]))
-        _bind(self._lib)
+        self._lib = _runtime_library(path, self.manifest)
         self._handle = ctypes.c_void_p()
         self._check(self._lib.kiln_model_create_on(str(path.resolve()).encode(), dev_type.encode(),
                                                    dev_id, ctypes.byref(self._handle)),
