@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -28,8 +29,12 @@ def test_bench_command_reports_latency_load_and_memory(model_dir, tmp_path):
     assert r["target"] == "linux_x86_64" and r["batch"] == 1 and r["latency"]["runs"] == 7
     assert 0 < r["latency"]["p50_ms"] <= r["latency"]["p99_ms"]
     assert r["load_ms"] > 0 and r["peak_rss_mb"] > 10
-    text = run_kiln("bench", art, "--repeat", "5", env={"TVM_NUM_THREADS": "2"})
-    assert text.returncode == 0 and "p99" in text.stdout and "threads: 2" in text.stdout
+    assert r["spin_ms"] == (float(os.environ["KILN_SPIN_MS"]) if "KILN_SPIN_MS" in os.environ
+                            else 100.0)
+    text = run_kiln("bench", art, "--repeat", "5", env={"KILN_NUM_THREADS": "2",
+                                                        "KILN_SPIN_MS": "7.5"})
+    assert text.returncode == 0 and "p99" in text.stdout, text.stderr
+    assert "threads: 2, idle workers spin 7.5 ms" in text.stdout, text.stdout
 
 
 def test_bench_profile_times_every_kernel_call(model_dir, tmp_path):

@@ -42,6 +42,9 @@ class BenchResult:
     peak_rss_mb: float
     batch: int
     latency: dict
+    #: how long the standalone runtime's idle workers spin before they sleep (``KILN_SPIN_MS``);
+    #: ``None`` for a TVM-runtime artifact
+    spin_ms: float | None = None
     #: with ``profile=True``: per kernel (slowest first) ``kernel``, ``calls``, ``mean_us``,
     #: ``share`` (:meth:`kiln.runtime.Model.profile`), timed after the latency runs
     kernels: list | None = None
@@ -77,7 +80,10 @@ def bench_artifact(path: str | Path, *, warmup: int = 3, repeat: int = 50,
     kernels = model.profile(inputs, runs=repeat, warmup=0) if profile else None
     batch = shapes[0][0] if shapes and shapes[0] else 1
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pool = model.thread_pool()  # the standalone pool after the runs: its real thread count
+    threads = str(pool["threads"]) if pool and pool["threads"] else \
+        os.environ.get("TVM_NUM_THREADS", "all usable CPUs")
     return BenchResult(artifact=str(path), target=model.manifest.target["name"],
-                       threads=os.environ.get("TVM_NUM_THREADS", "all usable CPUs"),
-                       load_ms=load_ms, peak_rss_mb=peak_kb / 1024, batch=int(batch),
-                       latency=summarize(times, int(batch)), kernels=kernels)
+                       threads=threads, load_ms=load_ms, peak_rss_mb=peak_kb / 1024,
+                       batch=int(batch), latency=summarize(times, int(batch)),
+                       spin_ms=pool["spin_ms"] if pool else None, kernels=kernels)

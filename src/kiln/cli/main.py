@@ -173,7 +173,9 @@ def bench_cmd(
         print(json.dumps(r.to_dict(), indent=2))
         return
     lat = r.latency
-    out.print(f"{r.artifact} ({r.target}), batch {r.batch}, threads: {r.threads}", highlight=False)
+    spin = f", idle workers spin {r.spin_ms:g} ms (KILN_SPIN_MS)" if r.spin_ms is not None else ""
+    out.print(f"{r.artifact} ({r.target}), batch {r.batch}, threads: {r.threads}{spin}",
+              highlight=False)
     out.print(f"latency p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f} ms  p99 "
               f"{lat['p99_ms']:.3f} ms  ({lat['runs']} runs after {warmup} warm-up)", highlight=False)
     out.print(f"throughput {lat['throughput_per_s']:.1f}/s  load {r.load_ms:.1f} ms  peak RSS "

@@ -284,6 +284,7 @@ static long block_time_ns(void) {
     double parsed = strtod(v, &end);
     if (end != v) ms = parsed;
   }
+  if (!(ms >= 0)) ms = 0; /* negative or NaN */
   if (ms > KILN_BLOCKTIME_MAX_MS) ms = KILN_BLOCKTIME_MAX_MS;
   long ns = (long)(ms * 1e6);
   return ns < KILN_SPIN_NS ? KILN_SPIN_NS : ns;
@@ -370,6 +371,12 @@ KILN_EXPORT void kiln_standalone_stats(long* launches, int* threads, long* works
   if (launches) *launches = atomic_load(&g_launches);
   if (threads) *threads = g_pool.threads;
   if (workspace_mallocs) *workspace_mallocs = atomic_load(&g_ws_mallocs);
+}
+
+/* The block time in milliseconds: the pool's, or (before its first launch) what it will be. */
+KILN_EXPORT double kiln_standalone_block_ms(void) {
+  long ns = g_pool.block_ns ? g_pool.block_ns : block_time_ns();
+  return (double)ns / 1e6;
 }
 
 /* Parallel regions launched as KILN_TASKS_PER_THREAD tasks per thread (tests). */

@@ -179,6 +179,20 @@ class Model:
         self._check(self._lib.kiln_model_run(self._handle), "running the model")
         return [self._output(i) for i in range(len(self._outputs))]
 
+    def thread_pool(self) -> dict | None:
+        """The standalone runtime's pool: ``threads`` (the caller included) and ``spin_ms``, how
+        long an idle worker spins for the next kernel or run before it sleeps (``KILN_SPIN_MS``,
+        default 100). ``threads`` is 0 until the first run starts the pool. ``None`` for a
+        TVM-runtime artifact."""
+        stats = getattr(self._lib, "kiln_standalone_stats", None)
+        block = getattr(self._lib, "kiln_standalone_block_ms", None)
+        if stats is None or block is None:
+            return None
+        threads = ctypes.c_int()
+        stats(None, ctypes.byref(threads), None)
+        block.restype = ctypes.c_double
+        return {"threads": threads.value, "spin_ms": round(block(), 3)}
+
     def profile(self, x, runs: int = 20, warmup: int = 3) -> list[dict]:
         """Time every kernel over ``runs`` runs on ``x`` (after ``warmup`` untimed ones):
         one dict per kernel, slowest first, with ``kernel``, ``calls`` (per run), ``mean_us``
