@@ -67,7 +67,8 @@ def tune_in_model(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
     with tempfile.TemporaryDirectory(prefix="kiln-tune-model-") as tmp:
         root = Path(tmp)
         say("building the model with Kiln's default schedules")
-        builds = [_build(imported, spec, dtype, root / "m0", database=None)]
+        builds = [_build(imported, spec, dtype, root / "m0", database=None,
+                         winograd=tuning.winograd)]
         build_s = time.perf_counter() - start
         count, search = _plan(tuning, build_s)
         report = tune_model(imported.mod, spec, search, dtype=dtype, progress=progress)
@@ -78,7 +79,7 @@ def tune_in_model(imported, spec: TargetSpec, tuning: TuneOptions, dtype: str,
             say(f"building the model with candidate {j} of each tuned kernel")
             try:
                 builds.append(_build(imported, spec, dtype, root / f"m{j}",
-                                     database=root / f"db{j}"))
+                                     database=root / f"db{j}", winograd=tuning.winograd))
             except KilnError as exc:  # a record that does not build: the others still count
                 say(f"candidate {j} did not build ({exc.message}); left out")
                 break
@@ -110,7 +111,8 @@ def _plan(tuning: TuneOptions, build_s: float) -> tuple[int, TuneOptions]:
     return 2, dataclasses.replace(tuning, time_budget_s=max(1.0, left - build_s * 1.2 - 10))
 
 
-def _build(imported, spec: TargetSpec, dtype: str, out: Path, database: Path | None) -> Path:
+def _build(imported, spec: TargetSpec, dtype: str, out: Path, database: Path | None,
+           winograd: bool = True) -> Path:
     """The standalone model built into ``out`` with ``database`` (None: Kiln's default
     schedules), ready to load."""
     from kiln.compiler import _manifest
@@ -120,7 +122,8 @@ def _build(imported, spec: TargetSpec, dtype: str, out: Path, database: Path | N
     from kiln.standalone.runtime import write_standalone_bundle
 
     out.mkdir(parents=True)
-    options = CompileOptions(use_tuning_db=database is not None, verify=False)
+    options = CompileOptions(use_tuning_db=database is not None, verify=False,
+                             winograd=winograd)
     with tune_root_at(database) if database is not None else contextlib.nullcontext():
         built = build_standalone(imported, spec, options, out, dtype=dtype)
     runtime = write_standalone_bundle(out, spec, imported.signature, built)

@@ -103,6 +103,10 @@ class CompileOptions:
         Apply the target's tuning database when it exists (the default).
     quantize : QuantizeOptions, optional
         Quantize to int8 with a calibration set before compiling.
+    winograd : bool
+        At opt level 2, compute float32 stride-1 3x3 convolutions as Winograd transforms around
+        a matmul (the default; a third to a half of the multiplies, errors within a few 1e-6 of
+        the output's scale). ``False`` keeps every convolution direct.
     """
 
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
@@ -114,11 +118,13 @@ class CompileOptions:
     tune_time_budget: float | None = None
     use_tuning_db: bool = True
     quantize: QuantizeOptions | None = None
+    winograd: bool = True
 
     def __post_init__(self) -> None:
         if self.opt_level not in (0, 1, 2, 3):
             raise KilnError("invalid_options", f"opt_level must be 0..3, got {self.opt_level!r}")
         _check_budget(self.tune_trials, self.tune_time_budget)
+        _check_flag("winograd", self.winograd)
 
     @property
     def tuning(self) -> TuneOptions | None:
@@ -126,6 +132,7 @@ class CompileOptions:
         if self.tune_trials is None and self.tune_time_budget is None:
             return None
         return TuneOptions(trials=self.tune_trials, time_budget_s=self.tune_time_budget,
+                           winograd=self.winograd,
                            seed=self.seed)
 
     def shape_dict(self) -> dict[str, list[int]] | None:
@@ -135,6 +142,12 @@ class CompileOptions:
         out = asdict(self)
         out["input_shapes"] = self.shape_dict()
         return out
+
+
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise KilnError("invalid_options", f"{name} must be true or false, got {value!r}",
+                        hint=f"e.g. --no-{name}")
 
 
 def _check_budget(trials, seconds) -> None:
@@ -161,8 +174,12 @@ class TuneOptions:
     rpc_key: str | None = None
     seed: int = 0
     build_workers: int = 2
+    #: tune the kernels of the build with (True) or without Winograd convolutions: the one
+    #: the later compiles make (CompileOptions.winograd)
+    winograd: bool = True
 
     def __post_init__(self) -> None:
+        _check_flag("winograd", self.winograd)
         if self.trials is None and self.time_budget_s is None:
             raise KilnError("invalid_options", "give a number of trials or a time budget",
                             hint="e.g. --trials 200 or --time-budget 900")

@@ -119,3 +119,49 @@ def test_huge_maps_stay_direct():
     """A 256x256 map of 64 channels would need 38 MB per transformed activation."""
     funcs = _scheduled_funcs(_conv_model(64, 64, 256), nhwc=True, winograd=True)
     assert not any("winograd" in n for n in funcs), sorted(funcs)
+
+
+def test_no_winograd_option_keeps_convs_direct_from_the_cli(tmp_path):
+    """`kiln compile --no-winograd` (CompileOptions.winograd=False): the artifact's plan calls a
+    direct conv kernel and no Winograd transform, the manifest records the option, and the
+    outputs match ONNX Runtime; the default build of the same model uses the transforms."""
+    import onnx
+
+    import kiln
+    from conftest import onnx_reference, run_kiln
+
+    model = _conv_model(16, 32, 16)
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, path)
+    x = np.random.default_rng(3).standard_normal((1, 16, 16, 16)).astype(np.float32)
+    ref = onnx_reference(path, {"x": x})[0]
+    plans = {}
+    for flag in ("--winograd", "--no-winograd"):
+        art = tmp_path / f"conv{flag}.tar.gz"
+        res = run_kiln("compile", path, "--platform", "LINUX/X86_64", flag, "-o", art)
+        assert res.returncode == 0, res.stderr
+        m = kiln.load(art)
+        try:
+            plans[flag] = [line.split()[1] for line in (m._dir / "plan.txt").read_text()
+                           .splitlines() if line.startswith("c ")]
+            assert m.manifest.compile_options["winograd"] is (flag == "--winograd")
+            np.testing.assert_allclose(m.run(x)[0], ref, rtol=1e-5,
+                                       atol=1e-5 * float(np.abs(ref).max()))
+        finally:
+            m.close()
+    assert any("winograd_input" in k for k in plans["--winograd"]), plans
+    assert not any("winograd" in k for k in plans["--no-winograd"]), plans
+    assert any("conv2d" in k for k in plans["--no-winograd"]), plans
+
+
+def test_winograd_option_is_a_checked_flag():
+    from kiln.errors import KilnError
+    from kiln.options import CompileOptions, TuneOptions
+
+    assert CompileOptions(winograd=False, tune_trials=4).tuning.winograd is False
+    for bad in ("no", 0, None):
+        with pytest.raises(KilnError) as exc:
+            CompileOptions(winograd=bad)
+        assert exc.value.code == "invalid_options"
+    with pytest.raises(KilnError):
+        TuneOptions(trials=4, winograd="false")

@@ -42,6 +42,8 @@ def compile_cmd(
     opt_level: Annotated[int, typer.Option(help="0: TVM's plain pipeline, 1: fusion, "
                                            "2: fusion + default CPU schedules")] = 2,
     verify: Annotated[bool, typer.Option(help="run the accuracy gate")] = True,
+    winograd: Annotated[bool, typer.Option(help="stride-1 3x3 float32 convs as Winograd "
+                                           "transforms around a matmul (opt level 2)")] = True,
     tune_trials: Annotated[Optional[int], typer.Option(help="tune first: measured candidates "
                                                        "(see `kiln tune`)")] = None,
     tune_time_budget: Annotated[Optional[float], typer.Option(help="tune first: seconds")] = None,
@@ -70,7 +72,7 @@ def compile_cmd(
     options = CompileOptions(input_shapes=parse_input_shapes(input_shape), opt_level=opt_level,
                              verify=verify, tolerance=Tolerance(atol=atol, rtol=rtol),
                              tune_trials=tune_trials, tune_time_budget=tune_time_budget,
-                             use_tuning_db=tuning_db,
+                             use_tuning_db=tuning_db, winograd=winograd,
                              quantize=_quantize_options(quantize, calibration, calibration_method,
                                                         per_channel, symmetric))
     with steps(err) as progress:

@@ -26,13 +26,16 @@ def tune_cmd(
     rpc: Annotated[Optional[str], typer.Option(help="HOST:PORT of a TVM RPC tracker that "
                                                "has the device")] = None,
     rpc_key: Annotated[Optional[str], typer.Option(help="the device's key on the tracker")] = None,
+    winograd: Annotated[bool, typer.Option(help="tune the build with Winograd 3x3 convs (as "
+                                           "`kiln compile` makes by default)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Tune MODEL's kernels on the device once; every later compile for the target uses them."""
     from kiln.compiler import tune_model
     from kiln.options import TuneOptions, parse_input_shapes
 
-    tuning = TuneOptions(trials=trials, time_budget_s=time_budget, rpc=rpc, rpc_key=rpc_key)
+    tuning = TuneOptions(trials=trials, time_budget_s=time_budget, rpc=rpc, rpc_key=rpc_key,
+                         winograd=winograd)
     shapes = parse_input_shapes(input_shape)
     report = tune_model(model, tuning, target=target, platform=platform,
                         compiler_options=compiler_options,

@@ -64,7 +64,8 @@ def build_library(imported: ImportedModel, spec: TargetSpec, options: CompileOpt
     use_db = options.use_tuning_db and options.opt_level >= 2
     try:
         executable, pipeline_name = _compile(imported.mod, target, spec, options.opt_level,
-                                             use_db=use_db, dtype=dtype)
+                                             use_db=use_db, dtype=dtype,
+                                             winograd=options.winograd)
     except KilnError:
         raise
     except Exception as exc:
@@ -94,7 +95,7 @@ def export_library(module, library: Path, linker, what: str = "the model library
 
 
 def _compile(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool = False,
-             dtype: str = "float32"):
+             dtype: str = "float32", winograd: bool = True):
     import tvm
 
     from kiln.optimize.pipeline import PIPELINES, cpu_pipeline
@@ -108,7 +109,7 @@ def _compile(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool = Fa
 
         tuned = apply_database(spec, applied)
     pipeline = cpu_pipeline(target, opt_level=opt_level, simd=spec.simd, tuned=tuned,
-                            dtype=dtype)
+                            dtype=dtype, winograd=winograd)
     with target:
         executable = tvm.compile(mod, target, relax_pipeline=pipeline)
     name = PIPELINES[min(opt_level, 2)] + ("+float16" if dtype == "float16" else "")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -20,7 +18,8 @@ PIPELINES = {0: "default", 1: "fused", 2: "fused+schedules"}
 
 
 def cpu_pipeline(target: tvm.target.Target, *, opt_level: int, simd: str | None,
-                 tuned: tvm.transform.Pass | None = None, dtype: str = "float32"):
+                 tuned: tvm.transform.Pass | None = None, dtype: str = "float32",
+                 winograd: bool = True):
     """The Relax pipeline for ``opt_level``; a pipeline *name* for level 0 (TVM's own).
 
     Level 1 is TVM's fused CPU pipeline; level 2 (the default) adds Kiln's default CPU
@@ -29,7 +28,8 @@ def cpu_pipeline(target: tvm.target.Target, *, opt_level: int, simd: str | None,
     """
     if opt_level == 0:
         return "default"
-    passes = _optimize_passes(target, opt_level=opt_level, simd=simd, tuned=tuned, dtype=dtype)
+    passes = _optimize_passes(target, opt_level=opt_level, simd=simd, tuned=tuned, dtype=dtype,
+                              winograd=winograd)
 
     @tvm.transform.module_pass(opt_level=0, name="KilnCPUPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -65,14 +65,12 @@ def _float_lanes(target: tvm.target.Target) -> int:
 
 
 def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
-                        dtype: str = "float32", winograd: bool | None = None) -> list:
+                        dtype: str = "float32", winograd: bool = True) -> list:
     """Precision, layout, legalization and fusion: the module whose kernels get scheduled
     (or tuned). ``dtype`` float16 computes convolutions and matmuls (and what fuses with them)
     in half precision, accumulating in half precision too; inputs and outputs stay float32.
-    ``winograd`` (default: on unless the environment sets ``KILN_WINOGRAD=0``) computes
-    float32 stride-1 3x3 convs as Winograd transforms around a matmul."""
-    if winograd is None:
-        winograd = os.environ.get("KILN_WINOGRAD", "1") != "0"
+    ``winograd`` (``CompileOptions.winograd``, on by default) computes float32 stride-1 3x3
+    convs as Winograd transforms around a matmul."""
     precision = [relax.transform.ToMixedPrecision(out_dtype="float16")] \
         if dtype == "float16" else []
     lower = [*cpu.library_dispatch_passes(target), *cpu.legalize_passes(target)]
@@ -102,9 +100,10 @@ def pre_schedule_passes(target: tvm.target.Target, *, opt_level: int,
 
 
 def _optimize_passes(target: tvm.target.Target, *, opt_level: int, simd: str | None,
-                     tuned: tvm.transform.Pass | None = None, dtype: str = "float32") -> list:
+                     tuned: tvm.transform.Pass | None = None, dtype: str = "float32",
+                     winograd: bool = True) -> list:
     """Everything before lowering: precision, layout, legalization, fusion and schedules."""
-    passes = pre_schedule_passes(target, opt_level=opt_level, dtype=dtype)
+    passes = pre_schedule_passes(target, opt_level=opt_level, dtype=dtype, winograd=winograd)
     if opt_level < 2:
         return passes
     return [

@@ -95,13 +95,14 @@ def tuning_target(spec: TargetSpec) -> tvm.target.Target:
     return tvm.target.Target(target)
 
 
-def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target, *, dtype: str = "float32"):
+def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target, *, dtype: str = "float32",
+                  winograd: bool = True):
     """The fused module right before scheduling, and its MetaSchedule tasks."""
     from kiln.optimize.pipeline import pre_schedule_passes
 
     with target:
-        fused = tvm.transform.Sequential(pre_schedule_passes(target, opt_level=2,
-                                                             dtype=dtype))(mod)
+        fused = tvm.transform.Sequential(pre_schedule_passes(target, opt_level=2, dtype=dtype,
+                                                             winograd=winograd))(mod)
     return fused, ms.relax_integration.extract_tasks(fused, target)
 
 
@@ -151,7 +152,7 @@ def tune_model(mod: tvm.IRModule, spec: TargetSpec, options: TuneOptions, *,
     target = tuning_target(spec)
     workdir = database_dir(spec, create=True)
     write_info(workdir, spec)
-    fused, tasks = extract_tasks(mod, target, dtype=dtype)
+    fused, tasks = extract_tasks(mod, target, dtype=dtype, winograd=options.winograd)
     if not tasks:
         raise KilnError("invalid_model", "the model has no kernels to tune")
     database = ms.database.JSONDatabase(work_dir=str(workdir))

@@ -16,7 +16,7 @@ out) and whose transformed weights and activations stay under ``MAX_WEIGHT_BYTES
 ``MAX_TRANSFORMED_BYTES``. float32 only: the
 transforms' rounding grows with the tile (single convs, max error over the output's largest
 value against ONNX Runtime: F(4,3) 1.6-2.4e-6, F(2,3) 0.4-0.7e-6, the direct conv 0.7-1.4e-6).
-``KILN_WINOGRAD=0`` in the environment turns the pass off (kiln.optimize.pipeline).
+``kiln compile --no-winograd`` (``CompileOptions(winograd=False)``) turns the pass off.
 """
 
 from __future__ import annotations

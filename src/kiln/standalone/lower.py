@@ -62,7 +62,8 @@ def codegen_spec(spec: TargetSpec) -> TargetSpec:
     return spec
 
 
-def _lower(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool, dtype: str):
+def _lower(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool, dtype: str,
+           winograd: bool = True):
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -77,7 +78,7 @@ def _lower(mod, target, spec: TargetSpec, opt_level: int, *, use_db: bool, dtype
 
         tuned = apply_database(spec, applied)
     passes = _optimize_passes(target, opt_level=max(opt_level, 1), simd=spec.simd, tuned=tuned,
-                              dtype=dtype)
+                              dtype=dtype, winograd=winograd)
     seq = tvm.transform.Sequential([
         *passes, *cpu.dataflow_lower_passes(target), relax.transform.StaticPlanBlockMemory(),
         relax.transform.LowerAllocTensor(), relax.transform.AttachGlobalSymbol()])
@@ -95,7 +96,8 @@ def _lower_with_fallback(imported: ImportedModel, target, spec: TargetSpec,
 
     use_db = options.use_tuning_db and options.opt_level >= 2
     try:
-        return _lower(imported.mod, target, spec, options.opt_level, use_db=use_db, dtype=dtype)
+        return _lower(imported.mod, target, spec, options.opt_level, use_db=use_db, dtype=dtype,
+                      winograd=options.winograd)
     except KilnError:
         raise
     except Exception as exc:
