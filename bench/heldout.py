@@ -46,6 +46,7 @@ import numpy as np
 from kiln.errors import KilnError
 
 sys.path.insert(0, str(Path(__file__).parent))
+from interleave import _loop  # noqa: E402
 from run import SETTLE_S, _once, interleaved, kiln_session, ort_session  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -394,12 +395,8 @@ def alternating(ort_run, kiln_run, feed: dict, seconds: float) -> dict:
     starts beside the other runtime's spinning worker (ORT's spins 100-200 ms after a run,
     Kiln's for its block time, ``KILN_SPIN_MS``). Medians in ms."""
     time.sleep(SETTLE_S)
-    times = {"onnxruntime": [], "kiln": []}
-    end = time.time() + seconds
-    while time.time() < end:
-        times["onnxruntime"].append(_once(ort_run, feed))
-        times["kiln"].append(_once(kiln_run, feed))
-    return {k: float(np.median(v)) for k, v in times.items()}
+    ort_times, kiln_times = _loop([ort_run, kiln_run], feed, seconds)
+    return {"onnxruntime": float(np.median(ort_times)), "kiln": float(np.median(kiln_times))}
 
 
 def bench(name: str, batch: int, threads: int, workdir: Path, rounds: int,

@@ -36,13 +36,17 @@ _SIGNATURES = {
 }
 
 
-#: the standalone runtime's per-kernel timing (the TVM-runtime bundle has no such symbols)
-_PROFILE_SIGNATURES = {
+#: the standalone runtime's per-kernel timing and pool figures (the TVM-runtime bundle has no
+#: such symbols, nor have standalone runtimes built before them)
+_STANDALONE_SIGNATURES = {
     "kiln_model_profile": ([ctypes.c_void_p, ctypes.c_int], ctypes.c_int),
     "kiln_model_profile_entry": ([ctypes.c_void_p, ctypes.c_int,
                                   ctypes.POINTER(ctypes.c_char_p),
                                   ctypes.POINTER(ctypes.c_double),
                                   ctypes.POINTER(ctypes.c_long)], ctypes.c_int),
+    "kiln_standalone_stats": ([ctypes.POINTER(ctypes.c_long), ctypes.POINTER(ctypes.c_int),
+                               ctypes.POINTER(ctypes.c_long)], None),
+    "kiln_standalone_block_ms": ([], ctypes.c_double),
 }
 
 
@@ -50,7 +54,7 @@ def _bind(lib: ctypes.CDLL) -> None:
     for name, (args, res) in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, res
-    for name, (args, res) in _PROFILE_SIGNATURES.items():
+    for name, (args, res) in _STANDALONE_SIGNATURES.items():
         fn = getattr(lib, name, None)
         if fn is not None:
             fn.argtypes, fn.restype = args, res
@@ -190,7 +194,6 @@ class Model:
             return None
         threads = ctypes.c_int()
         stats(None, ctypes.byref(threads), None)
-        block.restype = ctypes.c_double
         return {"threads": threads.value, "spin_ms": round(block(), 3)}
 
     def profile(self, x, runs: int = 20, warmup: int = 3) -> list[dict]:
